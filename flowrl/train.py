@@ -1,0 +1,438 @@
+"""The training runner shared by every agent: collect, update, evaluate, log, checkpoint, resume.
+
+One call of `train(cfg, out)` trains one run into one directory (docs/run-format.md). SIGTERM, SIGINT
+and SIGUSR1 (what SLURM sends on preemption or time-out) make it write a checkpoint and stop with
+exit status 128 + signal; running the same command again resumes from the newest checkpoint and
+produces the same results as a run that never stopped (on the same hardware and software).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from flowrl.agents.base import EnvSpec
+from flowrl.agents.registry import get_agent_class
+from flowrl.checkpoint import load_latest_checkpoint, save_checkpoint
+from flowrl.config import RunConfig, config_diff, config_to_dict
+from flowrl.logger import CSVLog, TensorBoard
+from flowrl.provenance import manifest, now
+from flowrl.replay import ReplayBuffer
+
+log = logging.getLogger("flowrl")
+CHECKPOINT_FORMAT = 1
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class RunError(Exception):
+    """A problem with the run's inputs or directory, reported to the user without a traceback."""
+
+
+@dataclass
+class RunResult:
+    status: str  # "finished", "already_finished", "interrupted"
+    out: Path
+    step: int
+    signal: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal if self.status == "interrupted" and self.signal else 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
+    return device
+
+
+def derived_seed(*keys: int) -> int:
+    """An independent 31-bit seed for each purpose (episode resets, evaluation, random actions)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# Purposes for derived_seed, so streams never collide.
+_TRAIN_EPISODE, _EVAL_EPISODE, _EVAL_POLICY, _RANDOM_ACTIONS, _REPLAY = range(5)
+
+
+# ----------------------------------------------------------------------------------- run directory
+def prepare_run_dir(out: Path, cfg: RunConfig, force: bool) -> str:
+    """Check the output directory; returns 'new', 'resume' or 'done'. Never deletes anything."""
+    cfg_dict = config_to_dict(cfg)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output path {out} exists and is not a directory; choose another --out")
+    if (out / "DONE").exists() and force:
+        backup = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.rename(backup)
+        log.warning("--force: moved the finished run to %s and starting over", backup)
+    if (out / "DONE").exists():
+        return "done"
+    saved_path = out / "config.yaml"
+    if saved_path.exists():
+        saved = yaml.safe_load(saved_path.read_text())
+        diff = config_diff(saved, cfg_dict)
+        if diff:
+            raise RunError(
+                f"{out} holds a run with a different configuration; refusing to resume it with this one:\n"
+                + "\n".join(diff)
+                + "\nUse the saved settings to resume, or a new --out for a new run."
+            )
+        return "resume"
+    if out.is_dir() and any(out.iterdir()):
+        raise RunError(f"{out} is not empty and holds no run (no config.yaml); refusing to write into it. "
+                       "Choose a new or empty --out.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"cannot write to output directory {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
+    return "new"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+class _StopFlag:
+    """Records the first handled signal; the loop checks it between steps."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in HANDLED_SIGNALS:
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not in the main thread: the caller handles interruption
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            log.warning("received signal %d: checkpointing and stopping", signum)
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------------- the runner
+class Runner:
+    def __init__(self, cfg: RunConfig, out: Path):
+        from flowrl.envs import make_env
+
+        self.cfg, self.out = cfg, out
+        self.device = resolve_device(cfg.device)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
+
+        self.env = make_env(cfg.task)
+        self.eval_env = make_env(cfg.task)
+        spec: EnvSpec = self.env.spec
+        self.spec = spec
+        self.agent = get_agent_class(cfg.algo)(spec, cfg.agent, self.device)
+        self.replay = ReplayBuffer(spec.obs_dim, spec.act_dim, min(cfg.replay_size, cfg.steps), self.device,
+                                   recent_fraction=cfg.replay_recent_fraction, recent_window=cfg.replay_recent_window,
+                                   seed=derived_seed(cfg.seed, _REPLAY))
+        self.random_actions = np.random.default_rng(derived_seed(cfg.seed, _RANDOM_ACTIONS))
+
+        # Counters and the episode in progress (all saved in checkpoints).
+        self.step = 0
+        self.updates = 0
+        self.episode = 0
+        self.episode_return = 0.0
+        self.episode_actions: list[np.ndarray] = []
+        self.last_episode_return: float | None = None
+        self.obs: np.ndarray | None = None
+        self.wall_time = 0.0  # training seconds over all sessions
+        self.last_eval: dict[str, Any] | None = None
+
+        self.eval_log = CSVLog(out / "eval.csv", ["step", "return_mean", "return_std", "success_mean", "episodes", "wall_time"])
+        self.train_log = CSVLog(out / "train.csv", ["step", "updates"])
+        self.tb = TensorBoard(out / "tb") if cfg.tensorboard else None
+        self._metric_sums: dict[str, torch.Tensor] = {}
+        self._metric_counts: dict[str, int] = {}
+        self._last_sps = self._last_ups = 0.0  # throughput of the last logging window, for the progress bar
+
+    # -- environment ------------------------------------------------------------------------
+    def _reset_episode(self) -> None:
+        self.obs = self.env.reset(derived_seed(self.cfg.seed, _TRAIN_EPISODE, self.episode))
+        self.episode_return, self.episode_actions = 0.0, []
+
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
+
+    def _act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        return self.agent.act(self._obs_tensor(obs), deterministic=deterministic)[0].cpu().numpy()
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, session_start: float) -> None:
+        """`eval_episodes` episodes with the evaluation policy, isolated from the training RNG streams."""
+        cfg = self.cfg
+        returns, successes = [], []
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
+            for i in range(cfg.eval_episodes):
+                obs, total, success, done = self.eval_env.reset(derived_seed(cfg.seed, _EVAL_EPISODE, i)), 0.0, None, False
+                while not done:
+                    s = self.eval_env.step(self._act(obs, deterministic=True))
+                    obs, total, done = s.obs, total + s.reward, s.terminated or s.truncated
+                    if "success" in s.info:
+                        success = max(float(s.info["success"]), success or 0.0)
+                returns.append(total)
+                if success is not None:
+                    successes.append(success)
+        row = {
+            "step": self.step,
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "success_mean": float(np.mean(successes)) if successes else None,
+            "episodes": len(returns),
+            "wall_time": round(self.wall_time + time.time() - session_start, 3),
+        }
+        self.eval_log.write(row)
+        if self.tb:
+            self.tb.write("eval", row, self.step)
+        self.last_eval = row
+        log.info("eval step=%d return=%.2f+-%.2f", self.step, row["return_mean"], row["return_std"])
+
+    # -- logging -----------------------------------------------------------------------------
+    def _accumulate(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            v = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            self._metric_sums[k] = self._metric_sums[k] + v if k in self._metric_sums else v.clone()
+            self._metric_counts[k] = self._metric_counts.get(k, 0) + 1
+
+    def _write_train_row(self, window_steps: int, window_updates: int, window_time: float) -> None:
+        keys = list(self._metric_sums)
+        values = torch.stack([self._metric_sums[k].float().cpu() for k in keys]).tolist() if keys else []
+        row: dict[str, Any] = {"step": self.step, "updates": self.updates}
+        row.update({k: v / self._metric_counts[k] for k, v in zip(keys, values)})
+        row["env_steps_per_s"] = window_steps / window_time if window_time > 0 else None
+        row["updates_per_s"] = window_updates / window_time if window_time > 0 else None
+        row["episode_return"] = self.last_episode_return
+        self._last_sps, self._last_ups = row["env_steps_per_s"] or 0.0, row["updates_per_s"] or 0.0
+        self.train_log.write(row)
+        if self.tb:
+            self.tb.write("train", row, self.step)
+        self._metric_sums, self._metric_counts = {}, {}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self, session_start: float) -> Path:
+        rng = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "random_actions": self.random_actions.bit_generator.state,
+        }
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "updates": self.updates,
+            "episode": self.episode,
+            "episode_return": self.episode_return,
+            "episode_actions": np.asarray(self.episode_actions, dtype=np.float32).reshape(-1, self.spec.act_dim),
+            "obs": self.obs,
+            "last_episode_return": self.last_episode_return,
+            "last_eval": self.last_eval,
+            "wall_time": self.wall_time + time.time() - session_start,
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(),
+            "rng": rng,
+            "config": config_to_dict(self.cfg),
+        }
+        path = save_checkpoint(self.out / "checkpoints", self.step, state, keep=self.cfg.keep_checkpoints)
+        log.info("checkpoint %s", path.name)
+        return path
+
+    def restore(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"checkpoint format {state.get('format')} is not supported (expected {CHECKPOINT_FORMAT})")
+        self.agent.load_state_dict(state["agent"])
+        self.replay.load_state_dict(state["replay"])
+        self.step, self.updates, self.episode = state["step"], state["updates"], state["episode"]
+        self.last_episode_return, self.last_eval = state["last_episode_return"], state["last_eval"]
+        self.wall_time = state["wall_time"]
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.random_actions.bit_generator.state = rng["random_actions"]
+        # Rebuild the episode in progress: reset with its seed and replay its recorded actions.
+        if state["obs"] is not None:
+            self._reset_episode()
+            for action in state["episode_actions"]:
+                s = self.env.step(action)
+                self.obs = s.obs
+                self.episode_actions.append(action)
+            self.episode_return = state["episode_return"]
+            if not np.allclose(self.obs, state["obs"], atol=1e-5):
+                log.warning("replaying the interrupted episode did not reproduce its last observation; "
+                            "the environment is not deterministic, so the resumed run may differ slightly")
+        else:
+            self.obs = None
+        dropped = self.eval_log.truncate_after(self.step) + self.train_log.truncate_after(self.step)
+        if dropped:
+            log.info("dropped %d log rows written after the checkpoint at step %d", dropped, self.step)
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self, stop: _StopFlag, session_start: float) -> int | None:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True,
+                   mininterval=1.0 if os.isatty(2) else 30.0)
+        if self.step == 0 and cfg.eval_at_start and not self.eval_log.read():
+            self.evaluate(session_start)
+        window_start, window_step, window_updates = time.time(), self.step, self.updates
+        try:
+            while self.step < cfg.steps:
+                if stop.signum is not None:
+                    return stop.signum
+                if self.obs is None:
+                    self._reset_episode()
+                if self.step < cfg.start_steps:
+                    action = self.random_actions.uniform(self.spec.act_low, self.spec.act_high).astype(np.float32)
+                else:
+                    action = self._act(self.obs, deterministic=False)
+                    for _ in range(cfg.updates_per_step):
+                        self._accumulate(self.agent.update(self.replay.sample(cfg.batch_size), self.updates))
+                        self.updates += 1
+                s = self.env.step(action)
+                self.replay.add(self.obs, action, s.reward, s.obs, s.terminated)
+                self.episode_actions.append(action)
+                self.episode_return += s.reward
+                self.step += 1
+                if s.terminated or s.truncated:
+                    self.last_episode_return = self.episode_return
+                    self.episode += 1
+                    self.obs = None
+                else:
+                    self.obs = s.obs
+
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now_t = time.time()
+                    self._write_train_row(self.step - window_step, self.updates - window_updates, now_t - window_start)
+                    window_start, window_step, window_updates = now_t, self.step, self.updates
+                    bar.set_postfix(sps=f"{self._last_sps:.0f}", ups=f"{self._last_ups:.0f}",
+                                    eval=None if self.last_eval is None else f"{self.last_eval['return_mean']:.1f}")
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    self.evaluate(session_start)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.checkpoint(session_start)
+                bar.update(1)
+        finally:
+            bar.close()
+        return None
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+        if self.tb:
+            self.tb.close()
+
+
+def _setup_file_logging(out: Path) -> logging.Handler:
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def train(cfg: RunConfig, out: str | Path, force: bool = False) -> RunResult:
+    """Train one run into `out` (new, resumed, or skipped when already finished)."""
+    out = Path(out)
+    cfg.validate()
+    from flowrl.envs import validate_task
+
+    validate_task(cfg.task)
+    state = prepare_run_dir(out, cfg, force)
+    if state == "done":
+        log.warning("%s is already finished (DONE exists); not re-running. Use --force to retrain.", out)
+        done = json.loads((out / "DONE").read_text() or "{}")
+        return RunResult("already_finished", out, int(done.get("steps", cfg.steps)))
+
+    handler = _setup_file_logging(out)
+    try:
+        manifest_path = out / "manifest.json"
+        device = resolve_device(cfg.device)
+        info = json.loads(manifest_path.read_text()) if manifest_path.exists() else manifest(device)
+        if state == "new":
+            (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+        runner = Runner(cfg, out)
+        resumed_from = None
+        if state == "resume":
+            ckpt, path = load_latest_checkpoint(out / "checkpoints", map_location="cpu")
+            if ckpt is not None:
+                runner.restore(ckpt)
+                resumed_from = runner.step
+                log.info("resumed from %s at step %d", path.name, runner.step)
+            else:
+                runner.eval_log.truncate_after(-1)
+                runner.train_log.truncate_after(-1)
+                log.info("no usable checkpoint in %s: starting from step 0", out)
+        session = {"start_time": now(), "resumed_from_step": resumed_from, "host": info.get("host"),
+                   "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        info.setdefault("sessions", []).append(session)
+        _write_json(manifest_path, info)
+
+        session_start = time.time()
+        with _StopFlag() as stop:
+            signum = runner.run(stop, session_start)
+            if signum is None and stop.signum is not None:
+                signum = stop.signum if runner.step < cfg.steps else None
+        session["end_time"] = now()
+        session["end_step"] = runner.step
+        if signum is not None:
+            runner.checkpoint(session_start)
+            session["stopped_by_signal"] = signum
+            _write_json(manifest_path, info)
+            runner.close()
+            return RunResult("interrupted", out, runner.step, signum)
+
+        runner.close()
+        info["end_time"] = now()
+        _write_json(manifest_path, info)
+        # The run is complete: keep the final agent; the resume checkpoints (with the replay) are no longer needed.
+        torch.save(runner.agent.state_dict(), out / "final_agent.pt")
+        for p in (out / "checkpoints").glob("ckpt-*.pt"):
+            p.unlink()
+        final = runner.last_eval or {}
+        _write_json(out / "DONE", {"steps": runner.step, "end_time": info["end_time"],
+                                   "final_return": final.get("return_mean"),
+                                   "wall_time": runner.wall_time + time.time() - session_start})
+        return RunResult("finished", out, runner.step)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+__all__ = ["train", "RunResult", "RunError", "Runner", "derived_seed", "prepare_run_dir", "resolve_device"]
