@@ -195,6 +195,7 @@ class Runner:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
+            self.agent.seed_evaluation(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
             for i in range(cfg.eval_episodes):
                 obs, total, success, done = self.eval_env.reset(derived_seed(cfg.seed, _EVAL_EPISODE, i)), 0.0, None, False
                 while not done:

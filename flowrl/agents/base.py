@@ -89,6 +89,10 @@ class Agent(abc.ABC):
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
 
+    def seed_evaluation(self, seed: int) -> None:
+        """Called before each evaluation. Agents that keep their own generators reseed their evaluation
+        stream here; agents on torch's global RNG need nothing (the runner isolates it during evaluation)."""
+
     # Helpers shared by implementations -------------------------------------------------
     def scale_action(self, unit_action: torch.Tensor) -> torch.Tensor:
         """Map [-1, 1] to [act_low, act_high]."""

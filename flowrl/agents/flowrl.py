@@ -140,6 +140,11 @@ class FlowRL(Agent):
         self.bias = (self.act_high + self.act_low) / 2.0
         self.noise_level = c.exploration_noise
         self.act_calls = 0
+        # The agent's own random stream (noise a_0, flow-matching times, exploration), seeded from torch's
+        # global RNG at construction so a run is a function of its seed; saved in state_dict.
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        self.eval_generator = torch.Generator(device=self.device)  # evaluation never touches the training stream
         use_amp = c.amp == "bf16" or (c.amp == "auto")
         self.amp = use_amp and self.device.type == "cuda"
 
@@ -149,13 +154,19 @@ class FlowRL(Agent):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def sample(self, obs: torch.Tensor, zero_noise: bool = False) -> torch.Tensor:
+    def _randn(self, shape, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(shape, generator=generator or self.generator, device=self.device)
+
+    def seed_evaluation(self, seed: int) -> None:
+        self.eval_generator.manual_seed(seed)
+
+    def sample(self, obs: torch.Tensor, zero_noise: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """Integrate the flow from a_0 and squash into the action bounds (differentiable)."""
         shape = (obs.shape[0], self.spec.act_dim)
         if zero_noise:
             a0 = torch.zeros(shape, device=obs.device, dtype=obs.dtype)
         else:
-            a0 = torch.randn(shape, device=obs.device, dtype=obs.dtype).clamp(-self.config.noise_clip, self.config.noise_clip)
+            a0 = self._randn(shape, generator).clamp(-self.config.noise_clip, self.config.noise_clip)
         x = self.policy.integrate(obs, a0, self.config.flow_steps)
         return torch.tanh(x) * self.scale + self.bias
 
@@ -163,12 +174,13 @@ class FlowRL(Agent):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         zero = deterministic and self.config.eval_noise == "zero"
         with self._autocast():
-            action = self.sample(obs, zero_noise=zero).float()
+            action = self.sample(obs, zero_noise=zero, generator=self.eval_generator if deterministic else None).float()
         if not deterministic and self.config.exploration_noise > 0:
             self.act_calls += 1
             if self.act_calls % 100_000 == 0:
                 self.noise_level *= 0.8
-            noise = (torch.rand_like(action) * 0.01 * self.noise_level).clamp(-0.25, 0.25)
+            uniform = torch.rand(action.shape, generator=self.generator, device=self.device)
+            noise = (uniform * 0.01 * self.noise_level).clamp(-0.25, 0.25)
             action = action + noise
         return torch.maximum(torch.minimum(action, self.act_high), self.act_low)
 
@@ -209,7 +221,7 @@ class FlowRL(Agent):
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         c = self.config
         obs, action, reward, next_obs, not_done = batch
-        a0 = torch.randn_like(action).clamp(-c.noise_clip, c.noise_clip)  # drawn first, as the code does
+        a0 = self._randn(action.shape).clamp(-c.noise_clip, c.noise_clip)  # drawn first, as the code does
 
         with self._autocast():
             # 1. Critic toward r + gamma * min Q'(s', pi(s')).
@@ -252,15 +264,17 @@ class FlowRL(Agent):
 
     def _update_policy(self, obs, action, a0, q_buffer) -> dict[str, torch.Tensor]:
         c = self.config
+        self.critic.requires_grad_(False)  # gradients flow through Q to the action only: skip Q's weight gradients
         with self._autocast():
             q_pi = torch.min(*self.critic(obs, self.sample(obs))).float()
             loss = -q_pi
             if c.constraint:
                 weights = self.flow_weights(q_buffer.float(), q_pi)
-                t = torch.rand(action.shape[0], 1, device=action.device, dtype=action.dtype)
+                t = torch.rand(action.shape[0], 1, generator=self.generator, device=self.device)
                 loss = loss + self.flow_matching_loss(obs, action, a0, t, weights)
             policy_loss = loss.mean()
         self._step(self.policy_opt, policy_loss)
+        self.critic.requires_grad_(True)
         out = {"policy_loss": policy_loss.detach(), "q_pi_mean": q_pi.detach().mean()}
         if c.constraint:
             out["flow_weight_mean"] = weights.mean()
@@ -288,6 +302,7 @@ class FlowRL(Agent):
     def state_dict(self) -> dict:
         state = {k: v.state_dict() for k, v in {**self._networks(), **self._optimizers()}.items()}
         state["counters"] = {"noise_level": self.noise_level, "act_calls": self.act_calls}
+        state["generator"] = self.generator.get_state()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -295,3 +310,4 @@ class FlowRL(Agent):
             v.load_state_dict(state[k])
         self.noise_level = state["counters"]["noise_level"]
         self.act_calls = state["counters"]["act_calls"]
+        self.generator.set_state(state["generator"].cpu())
