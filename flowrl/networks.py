@@ -1,9 +1,11 @@
 """Network building blocks shared by all agents."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -45,22 +47,34 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu", lay
     return nn.Sequential(*layers)
 
 
-def flowrl_value_trunk(in_dim: int, hidden: int, act: str = "gelu") -> nn.Sequential:
-    """The official FlowRL value/critic body: Linear, then
-    LN -> Linear -> LN -> act -> Linear -> LN -> act -> Linear -> LN, then a Linear head to 1."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden),
-        nn.LayerNorm(hidden),
-        nn.Linear(hidden, hidden),
-        nn.LayerNorm(hidden),
-        activation(act),
-        nn.Linear(hidden, hidden),
-        nn.LayerNorm(hidden),
-        activation(act),
-        nn.Linear(hidden, hidden),
-        nn.LayerNorm(hidden),
-        nn.Linear(hidden, 1),
-    )
+class EnsembleLinear(nn.Module):
+    """`n` independent Linear layers applied as one batched matmul: x (n, B, d_in) -> (n, B, d_out).
+
+    Each member is initialised Xavier-uniform with zero bias (as the official FlowRL code's layers).
+    Members never mix, so stacking independently trained models (e.g. seeds) is exact.
+    """
+
+    def __init__(self, n: int, d_in: int, d_out: int):
+        super().__init__()
+        bound = math.sqrt(6.0 / (d_in + d_out))
+        self.weight = nn.Parameter(torch.empty(n, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(n, 1, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a separate affine transform per member."""
+
+    def __init__(self, n: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(n, 1, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
 
 
 class TwinQ(nn.Module):

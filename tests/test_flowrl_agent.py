@@ -45,7 +45,7 @@ class ConstV(nn.Module):
         self.p = nn.Parameter(torch.tensor(float(value)))
 
     def forward(self, obs):
-        return self.p.expand(obs.shape[0], 1)
+        return self.p + 0.0 * obs[..., :1]
 
 
 class ZeroVelocity(nn.Module):
@@ -81,9 +81,9 @@ def test_zero_eval_noise_is_deterministic():
 
 
 def test_midpoint_integration_exact_for_time_linear_field_and_accurate_for_linear_ode():
-    vf = VelocityField(1, 1, 4)
-    a0 = torch.tensor([[0.3], [-1.0]])
-    obs = torch.zeros(2, 1)
+    vf = VelocityField(1, 1, 1, 4)
+    a0 = torch.tensor([[[0.3], [-1.0]]])  # (members, batch, act)
+    obs = torch.zeros(1, 2, 1)
     vf.forward = lambda s, a, t: t  # da/dt = t  ->  a(1) = a0 + 1/2 exactly under the midpoint rule
     assert torch.allclose(vf.integrate(obs, a0, 1), a0 + 0.5)
     assert torch.allclose(vf.integrate(obs, a0, 7), a0 + 0.5, atol=1e-6)
@@ -94,11 +94,14 @@ def test_midpoint_integration_exact_for_time_linear_field_and_accurate_for_linea
 
 def test_expectile_loss_is_asymmetric():
     agent = make_agent(quantile=0.9)
-    assert agent.expectile_loss(torch.tensor([2.0])).item() == pytest.approx(0.9 * 4)
-    assert agent.expectile_loss(torch.tensor([-2.0])).item() == pytest.approx(0.1 * 4)
-    assert agent.expectile_loss(torch.tensor([1.0, -1.0])).item() == pytest.approx(0.5)
+    def loss(*diffs):  # one member, a batch of scalar differences
+        return agent.expectile_loss(torch.tensor(diffs).view(1, -1, 1)).item()
+
+    assert loss(2.0) == pytest.approx(0.9 * 4)
+    assert loss(-2.0) == pytest.approx(0.1 * 4)
+    assert loss(1.0, -1.0) == pytest.approx(0.5)
     # Under-estimating the target costs more than over-estimating it by the same amount.
-    assert agent.expectile_loss(torch.tensor([1.0])) > agent.expectile_loss(torch.tensor([-1.0]))
+    assert loss(1.0) > loss(-1.0)
 
 
 def test_flow_weights_hand_computed():
@@ -123,9 +126,9 @@ def test_flow_weights_hand_computed():
 def test_flow_matching_loss_hand_computed(flow_loss, placement, expected):
     agent = make_agent(flow_loss=flow_loss, lambda_placement=placement, lam=0.2)
     agent.policy = ZeroVelocity()  # v = 0, so the error is (a - a0)^2
-    action = torch.tensor([[1.0, 0.0], [2.0, 2.0]])  # per-sample MSE 0.5 and 4.0, batch mean 2.25
-    term = agent.flow_matching_loss(torch.zeros(2, 3), action, torch.zeros(2, 2), torch.rand(2, 1),
-                                    torch.tensor([[0.1], [0.5]]))
+    action = torch.tensor([[[1.0, 0.0], [2.0, 2.0]]])  # per-sample MSE 0.5 and 4.0, batch mean 2.25
+    term = agent.flow_matching_loss(torch.zeros(1, 2, 3), action, torch.zeros(1, 2, 2), torch.rand(1, 2, 1),
+                                    torch.tensor([[[0.1], [0.5]]]))
     assert torch.allclose(term.flatten(), torch.tensor(expected))
 
 

@@ -22,11 +22,10 @@ import dataclasses
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import TwinQ, activation, flowrl_value_trunk, polyak_update, xavier_init_
+from flowrl.networks import EnsembleLayerNorm, EnsembleLinear, activation, polyak_update
 
 
 @dataclasses.dataclass
@@ -48,7 +47,7 @@ class FlowRLConfig:
     lambda_placement: Literal["clamp", "multiplier"] = "clamp"  # code: lambda inside the clamp; paper: multiplies the term
     exploration_noise: float = 0.0  # code's epsilon: + clip(U[0,1) * 0.01 * eps, +-0.25), eps *= 0.8 every 1e5 acts
     eval_noise: Literal["sample", "zero"] = "sample"  # code evaluates from fresh noise; "zero" integrates from a_0 = 0
-    amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast, on CUDA only ("auto": on when the device is CUDA)
+    amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast: "auto" = on CUDA only (code); "bf16" forces it, CPU too
 
     def __post_init__(self):
         checks = {
@@ -78,19 +77,43 @@ class FlowRLConfig:
         activation(self.value_activation)  # raises on unknown names
 
 
+def value_trunk(n: int, d_in: int, hidden: int, act: str) -> nn.Sequential:
+    """The official FlowRL critic/value body for `n` members: Linear, then
+    LN -> Linear -> LN -> act -> Linear -> LN -> act -> Linear -> LN, then a Linear head to 1."""
+    h = hidden
+    return nn.Sequential(
+        EnsembleLinear(n, d_in, h), EnsembleLayerNorm(n, h),
+        EnsembleLinear(n, h, h), EnsembleLayerNorm(n, h), activation(act),
+        EnsembleLinear(n, h, h), EnsembleLayerNorm(n, h), activation(act),
+        EnsembleLinear(n, h, h), EnsembleLayerNorm(n, h),
+        EnsembleLinear(n, h, 1),
+    )
+
+
+class TwinCritic(nn.Module):
+    """Two Q heads per member, run as one batched network of 2n members (seed-major order)."""
+
+    def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: int, act: str):
+        super().__init__()
+        self.n = n
+        self.net = value_trunk(2 * n, obs_dim + act_dim, hidden, act)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, action], dim=-1)  # (n, B, d)
+        n, b, d = x.shape
+        q = self.net(x.unsqueeze(1).expand(n, 2, b, d).reshape(2 * n, b, d)).view(n, 2, b, 1)
+        return q[:, 0], q[:, 1]
+
+
 class VelocityField(nn.Module):
     """v(s, a_t, t): Linear -> LayerNorm -> ELU -> Linear -> LayerNorm -> ELU -> Linear (official layout)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+    def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim + act_dim + 1, hidden),
-            nn.LayerNorm(hidden),
-            nn.ELU(),
-            nn.Linear(hidden, hidden),
-            nn.LayerNorm(hidden),
-            nn.ELU(),
-            nn.Linear(hidden, act_dim),
+            EnsembleLinear(n, obs_dim + act_dim + 1, hidden), EnsembleLayerNorm(n, hidden), nn.ELU(),
+            EnsembleLinear(n, hidden, hidden), EnsembleLayerNorm(n, hidden), nn.ELU(),
+            EnsembleLinear(n, hidden, act_dim),
         )
 
     def forward(self, obs: torch.Tensor, a_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -100,32 +123,43 @@ class VelocityField(nn.Module):
         """Midpoint rule from t=0 to t=1 in `steps` equal steps (pre-tanh action space)."""
         a, dt = a0, 1.0 / steps
         for i in range(steps):
-            t0 = torch.full_like(a[:, :1], i * dt)
+            t0 = torch.full_like(a[..., :1], i * dt)
             a_mid = a + 0.5 * dt * self(obs, a, t0)
             a = a + dt * self(obs, a_mid, t0 + 0.5 * dt)
         return a
 
 
+def batch_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over everything but the leading member dimension: (n, B, ...) -> (n,)."""
+    return x.flatten(1).mean(dim=1)
+
+
 class FlowRL(Agent):
+    """FlowRL for one seed, or for `n_seeds` seeds trained in lockstep as one batched model.
+
+    Every tensor inside carries a leading member dimension (n, B, ...); the Agent API (`act`, `update`)
+    takes and returns single-seed shapes (B, ...), `act_members`/`update_members` the stacked ones.
+    Members share nothing but the computation: losses are summed over members, each member's
+    gradient and Adam state are its own, so member i trains exactly as a single run of its seed
+    (up to floating-point reduction order). `FlowRL.stack`/`unstack` convert between the two.
+    """
+
     Config = FlowRLConfig
     replay_recent_fraction = 0.2  # official replay: 20% of each batch from the most recent 2048 transitions
 
-    def __init__(self, spec: EnvSpec, config: FlowRLConfig, device: torch.device | str = "cpu"):
+    def __init__(self, spec: EnvSpec, config: FlowRLConfig, device: torch.device | str = "cpu", n_seeds: int = 1):
         super().__init__(spec, config, device)
-        c, o, a = config, spec.obs_dim, spec.act_dim
-        value_body = lambda d: flowrl_value_trunk(d, c.hidden_dim, c.value_activation)  # noqa: E731
-        self.policy = VelocityField(o, a, c.hidden_dim)
-        self.critic = TwinQ(o, a, value_body)
-        self.critic_target = TwinQ(o, a, value_body)
-        self.buffer_critic = TwinQ(o, a, value_body)
-        self.buffer_critic_target = TwinQ(o, a, value_body)
-        self.value = value_body(o)
-        for net in (self.policy, self.critic, self.buffer_critic, self.value):
-            xavier_init_(net)
+        c, o, a, n = config, spec.obs_dim, spec.act_dim, n_seeds
+        self.n = n
+        self.policy = VelocityField(n, o, a, c.hidden_dim)
+        self.critic = TwinCritic(n, o, a, c.hidden_dim, c.value_activation)
+        self.critic_target = TwinCritic(n, o, a, c.hidden_dim, c.value_activation)
+        self.buffer_critic = TwinCritic(n, o, a, c.hidden_dim, c.value_activation)
+        self.buffer_critic_target = TwinCritic(n, o, a, c.hidden_dim, c.value_activation)
+        self.value = value_trunk(n, o, c.hidden_dim, c.value_activation)
         # As the official code: all four critics start from the same weights.
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.buffer_critic.load_state_dict(self.critic.state_dict())
-        self.buffer_critic_target.load_state_dict(self.critic.state_dict())
+        for copy in (self.critic_target, self.buffer_critic, self.buffer_critic_target):
+            copy.load_state_dict(self.critic.state_dict())
         for net in self._networks().values():
             net.to(self.device)
         for target in (self.critic_target, self.buffer_critic_target):
@@ -140,13 +174,23 @@ class FlowRL(Agent):
         self.bias = (self.act_high + self.act_low) / 2.0
         self.noise_level = c.exploration_noise
         self.act_calls = 0
-        # The agent's own random stream (noise a_0, flow-matching times, exploration), seeded from torch's
+        # Each member's own random stream (noise a_0, flow-matching times, exploration), seeded from torch's
         # global RNG at construction so a run is a function of its seed; saved in state_dict.
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        self.eval_generator = torch.Generator(device=self.device)  # evaluation never touches the training stream
-        use_amp = c.amp == "bf16" or (c.amp == "auto")
-        self.amp = use_amp and self.device.type == "cuda"
+        self.generators = [torch.Generator(device=self.device) for _ in range(n)]
+        for g in self.generators:
+            g.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        self.eval_generators = [torch.Generator(device=self.device) for _ in range(n)]  # never the training stream
+        # bf16 autocast: "auto" enables it on CUDA only (as the official code); "bf16" also on CPUs with bf16 units.
+        self.amp = c.amp == "bf16" or (c.amp == "auto" and self.device.type == "cuda")
+
+    # ----------------------------------------------------------------------------- randomness
+    def _draw(self, fn, shape, generators) -> torch.Tensor:
+        """One draw of `shape` per member from that member's generator, stacked: (n, *shape)."""
+        return torch.stack([fn(shape, generator=g, device=self.device) for g in generators])
+
+    def seed_evaluation(self, seed: int) -> None:
+        for g in self.eval_generators:
+            g.manual_seed(seed)
 
     # ----------------------------------------------------------------------------- acting
     def _autocast(self):
@@ -154,35 +198,38 @@ class FlowRL(Agent):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def _randn(self, shape, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(shape, generator=generator or self.generator, device=self.device)
-
-    def seed_evaluation(self, seed: int) -> None:
-        self.eval_generator.manual_seed(seed)
-
-    def sample(self, obs: torch.Tensor, zero_noise: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Integrate the flow from a_0 and squash into the action bounds (differentiable)."""
-        shape = (obs.shape[0], self.spec.act_dim)
+    def sample(self, obs: torch.Tensor, zero_noise: bool = False, generators=None) -> torch.Tensor:
+        """Integrate the flow from a_0 and squash into the action bounds (differentiable). obs: (n, B, obs_dim)."""
+        shape = (obs.shape[1], self.spec.act_dim)
         if zero_noise:
-            a0 = torch.zeros(shape, device=obs.device, dtype=obs.dtype)
+            a0 = torch.zeros((self.n, *shape), device=self.device)
         else:
-            a0 = self._randn(shape, generator).clamp(-self.config.noise_clip, self.config.noise_clip)
+            a0 = self._draw(torch.randn, shape, generators or self.generators)
+            a0 = a0.clamp(-self.config.noise_clip, self.config.noise_clip)
         x = self.policy.integrate(obs, a0, self.config.flow_steps)
         return torch.tanh(x) * self.scale + self.bias
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act_members(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions (n, B, act_dim) for observations (n, B, obs_dim)."""
         zero = deterministic and self.config.eval_noise == "zero"
         with self._autocast():
-            action = self.sample(obs, zero_noise=zero, generator=self.eval_generator if deterministic else None).float()
+            action = self.sample(obs, zero, self.eval_generators if deterministic else None).float()
         if not deterministic and self.config.exploration_noise > 0:
             self.act_calls += 1
             if self.act_calls % 100_000 == 0:
                 self.noise_level *= 0.8
-            uniform = torch.rand(action.shape, generator=self.generator, device=self.device)
-            noise = (uniform * 0.01 * self.noise_level).clamp(-0.25, 0.25)
-            action = action + noise
+            uniform = self._draw(torch.rand, action.shape[1:], self.generators)
+            action = action + (uniform * 0.01 * self.noise_level).clamp(-0.25, 0.25)
         return torch.maximum(torch.minimum(action, self.act_high), self.act_low)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        if self.n != 1:
+            self._single_only("act")
+        return self.act_members(obs.unsqueeze(0), deterministic)[0]
+
+    def _single_only(self, what: str):
+        raise RuntimeError(f"{what}() takes one seed's tensors; this agent holds {self.n} seeds: use {what}_members()")
 
     # ----------------------------------------------------------------------------- learning
     @staticmethod
@@ -192,26 +239,26 @@ class FlowRL(Agent):
         opt.step()
 
     def expectile_loss(self, diff: torch.Tensor) -> torch.Tensor:
-        """mean(|quantile - 1(diff < 0)| * diff^2) with diff = target - prediction."""
+        """Per-member mean(|quantile - 1(diff < 0)| * diff^2), diff = target - prediction of shape (n, B, 1)."""
         weight = torch.where(diff < 0, 1.0 - self.config.quantile, self.config.quantile)
-        return (weight * diff.float() ** 2).mean()
+        return batch_mean(weight * diff.float() ** 2)
 
     def flow_weights(self, q_buffer: torch.Tensor, q_pi: torch.Tensor) -> torch.Tensor:
-        """Per-sample weights of the flow-matching term (no gradient)."""
+        """Per-sample weights of the flow-matching term, (n, B, 1); batch means are per member. No gradient."""
         c = self.config
         adv = torch.relu(q_buffer - q_pi).detach()
-        w = torch.exp(adv - adv.mean())
+        w = torch.exp(adv - adv.mean(dim=-2, keepdim=True))
         if c.lambda_placement == "clamp":
             w = c.lam * w
         return w.clamp(c.weight_min, c.weight_max)
 
     def flow_matching_loss(self, obs, action, a0, t, weights) -> torch.Tensor:
-        """Weighted conditional flow matching toward buffer actions along the straight path a_0 -> a."""
+        """Weighted conditional flow matching toward buffer actions along the straight path a_0 -> a: (n, B, 1)."""
         c = self.config
         a_t = t * action + (1.0 - t) * a0
         err = (self.policy(obs, a_t, t) - (action - a0)).float() ** 2
         if c.flow_loss == "batch_mean":
-            term = weights * err.mean()  # code: per-sample weights times the batch-mean MSE
+            term = weights * batch_mean(err)[:, None, None]  # code: per-sample weights times the batch-mean MSE
         else:
             term = weights * err.mean(dim=-1, keepdim=True)
         if c.lambda_placement == "multiplier":
@@ -219,41 +266,49 @@ class FlowRL(Agent):
         return term
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        if self.n != 1:
+            self._single_only("update")
+        metrics = self.update_members(Batch(*(x.unsqueeze(0) for x in batch)), step)
+        return {k: v[0] for k, v in metrics.items()}
+
+    def update_members(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """One update of every member from stacked batches (n, B, ...). Metrics have shape (n,)."""
         c = self.config
         obs, action, reward, next_obs, not_done = batch
-        a0 = self._randn(action.shape).clamp(-c.noise_clip, c.noise_clip)  # drawn first, as the code does
+        a0 = self._draw(torch.randn, action.shape[1:], self.generators)  # drawn first, as the code does
+        a0 = a0.clamp(-c.noise_clip, c.noise_clip)
 
         with self._autocast():
             # 1. Critic toward r + gamma * min Q'(s', pi(s')).
             with torch.no_grad():
                 q1_next, q2_next = self.critic_target(next_obs, self.sample(next_obs))
-                target = reward + not_done * c.gamma * torch.min(q1_next, q2_next)
+                target = (reward + not_done * c.gamma * torch.min(q1_next, q2_next)).float()
             q1, q2 = self.critic(obs, action)
-            critic_loss = F.mse_loss(q1.float(), target.float()) + F.mse_loss(q2.float(), target.float())
-        self._step(self.critic_opt, critic_loss)
+            critic_loss = batch_mean((q1.float() - target) ** 2) + batch_mean((q2.float() - target) ** 2)
+        self._step(self.critic_opt, critic_loss.sum())
 
         with self._autocast():
             # 2. Buffer critic toward r + gamma * V_b(s').
             with torch.no_grad():
-                target_b = reward + not_done * c.gamma * self.value(next_obs)
+                target_b = (reward + not_done * c.gamma * self.value(next_obs)).float()
             qb1, qb2 = self.buffer_critic(obs, action)
             q_buffer = torch.min(qb1, qb2).detach()
-            buffer_loss = F.mse_loss(qb1.float(), target_b.float()) + F.mse_loss(qb2.float(), target_b.float())
-        self._step(self.buffer_critic_opt, buffer_loss)
+            buffer_loss = batch_mean((qb1.float() - target_b) ** 2) + batch_mean((qb2.float() - target_b) ** 2)
+        self._step(self.buffer_critic_opt, buffer_loss.sum())
 
         with self._autocast():
             # 3. V_b: expectile regression on the target buffer critic at buffer actions.
             with torch.no_grad():
                 q_target_b = torch.min(*self.buffer_critic_target(obs, action))
-            value_loss = self.expectile_loss(q_target_b - self.value(obs))
-        self._step(self.value_opt, value_loss)
+            value_loss = self.expectile_loss(q_target_b.float() - self.value(obs).float())
+        self._step(self.value_opt, value_loss.sum())
 
         metrics = {
             "critic_loss": critic_loss.detach(),
             "buffer_critic_loss": buffer_loss.detach(),
             "value_loss": value_loss.detach(),
-            "q_mean": q1.detach().float().mean(),
-            "q_buffer_mean": q_buffer.float().mean(),
+            "q_mean": batch_mean(q1.detach().float()),
+            "q_buffer_mean": batch_mean(q_buffer.float()),
         }
         # 4. Delayed policy update and target updates.
         if step % c.target_update_interval == 0:
@@ -270,14 +325,14 @@ class FlowRL(Agent):
             loss = -q_pi
             if c.constraint:
                 weights = self.flow_weights(q_buffer.float(), q_pi)
-                t = torch.rand(action.shape[0], 1, generator=self.generator, device=self.device)
+                t = self._draw(torch.rand, (action.shape[1], 1), self.generators)
                 loss = loss + self.flow_matching_loss(obs, action, a0, t, weights)
-            policy_loss = loss.mean()
-        self._step(self.policy_opt, policy_loss)
+            policy_loss = batch_mean(loss)
+        self._step(self.policy_opt, policy_loss.sum())
         self.critic.requires_grad_(True)
-        out = {"policy_loss": policy_loss.detach(), "q_pi_mean": q_pi.detach().mean()}
+        out = {"policy_loss": policy_loss.detach(), "q_pi_mean": batch_mean(q_pi.detach())}
         if c.constraint:
-            out["flow_weight_mean"] = weights.mean()
+            out["flow_weight_mean"] = batch_mean(weights)
         return out
 
     # ----------------------------------------------------------------------------- state
@@ -302,7 +357,7 @@ class FlowRL(Agent):
     def state_dict(self) -> dict:
         state = {k: v.state_dict() for k, v in {**self._networks(), **self._optimizers()}.items()}
         state["counters"] = {"noise_level": self.noise_level, "act_calls": self.act_calls}
-        state["generator"] = self.generator.get_state()
+        state["generators"] = [g.get_state() for g in self.generators]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -310,4 +365,39 @@ class FlowRL(Agent):
             v.load_state_dict(state[k])
         self.noise_level = state["counters"]["noise_level"]
         self.act_calls = state["counters"]["act_calls"]
-        self.generator.set_state(state["generator"].cpu())
+        if len(state["generators"]) != self.n:
+            raise ValueError(f"state holds {len(state['generators'])} seeds, this agent {self.n}")
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(s.cpu())
+
+    # ----------------------------------------------------------------------------- seeds <-> members
+    @classmethod
+    def stack(cls, states: list[dict], spec: EnvSpec, config: FlowRLConfig, device="cpu") -> "FlowRL":
+        """One agent training len(states) seeds, from single-seed state_dicts (members in that order)."""
+        agent = cls(spec, config, device, n_seeds=len(states))
+        merged = _map_leaves(states, lambda xs: torch.cat(xs) if xs[0].dim() else xs[0])
+        merged["counters"] = states[0]["counters"]
+        merged["generators"] = [s["generators"][0] for s in states]
+        agent.load_state_dict(merged)
+        return agent
+
+    def unstack(self, i: int) -> dict:
+        """The single-seed state_dict of member i (loadable into FlowRL(n_seeds=1))."""
+        state = self.state_dict()
+        out = _map_leaves([state], lambda xs: xs[0].view(self.n, -1, *xs[0].shape[1:])[i].clone()
+                          if xs[0].dim() else xs[0].clone())
+        out["counters"] = dict(state["counters"])
+        out["generators"] = [state["generators"][i]]
+        return out
+
+
+def _map_leaves(states: list[dict], fn):
+    """Apply fn to the list of corresponding tensors of several nested state dicts (non-tensors: first one)."""
+    first = states[0]
+    if isinstance(first, dict):
+        return {k: _map_leaves([s[k] for s in states], fn) for k in first}
+    if isinstance(first, list) and first and isinstance(first[0], dict):
+        return [_map_leaves([s[i] for s in states], fn) for i in range(len(first))]
+    if isinstance(first, torch.Tensor):
+        return fn(states)
+    return first
