@@ -48,7 +48,8 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
     return final
 
 
-def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "cpu") -> tuple[dict | None, Path | None]:
+def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "cpu",
+                           logger: logging.Logger = log) -> tuple[dict | None, Path | None]:
     """The newest checkpoint that loads. Corrupt ones are reported and renamed *.corrupt (never deleted)."""
     for path in checkpoint_paths(directory):
         try:
@@ -58,7 +59,7 @@ def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "
             return state, path
         except Exception as exc:  # noqa: BLE001 - any failure to read means this file is unusable
             bad = path.with_name(path.name + ".corrupt")
-            log.warning("checkpoint %s is unreadable (%s: %s); renamed to %s, trying the previous one",
+            logger.warning("checkpoint %s is unreadable (%s: %s); renamed to %s, trying the previous one",
                         path, type(exc).__name__, exc, bad.name)
             os.replace(path, bad)
     return None, None

@@ -23,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task name, e.g. dmc:dog-run, gym:Humanoid-v5, hb:h1hand-walk-v0")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int, help="environment steps to train for")
-    p.add_argument("--out", help="run directory (created; resumed if it holds an unfinished run)")
+    p.add_argument("--out", help="run directory (created; resumed if it holds an unfinished run); with --seeds it "
+                                 "must contain {seed}, e.g. runs/cp/flowrl/seed{seed}")
+    p.add_argument("--seeds", type=int, nargs="+", help="train these seeds in one process as one batched model "
+                                                       "(FlowRL); each seed writes its own run directory")
+    p.add_argument("--env-processes", action="store_true", help="with --seeds: step each seed's env in its own process")
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable; later files win)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--force", action="store_true", help="retrain a finished run (the old directory is kept, renamed)")
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     from flowrl.train import RunError, train
 
@@ -61,10 +65,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             raise RunError("--out is required: the run directory to write (e.g. runs/cartpole/flowrl/seed0)")
+        if args.seeds:
+            if "{seed}" not in args.out:
+                raise RunError("with --seeds, --out must contain {seed} (e.g. runs/cp/flowrl/seed{seed})")
+            from flowrl.multiseed import train_seeds
+
+            results = train_seeds(cfg, args.seeds, [args.out.format(seed=s) for s in args.seeds], force=args.force,
+                                  env_processes=args.env_processes)
+            return max(_report(r) for r in results)
         result = train(cfg, args.out, force=args.force)
     except (RunError, ValueError, FileNotFoundError, TypeError) as exc:
         print(f"flowrl-train: error: {exc}", file=sys.stderr)
         return 2
+    return _report(result)
+
+
+def _report(result) -> int:
     if result.status == "interrupted":
         print(f"flowrl-train: interrupted at step {result.step}; checkpoint written. Run the same command to resume.",
               file=sys.stderr)

@@ -135,12 +135,19 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def progress_bar(cfg: RunConfig, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=initial, disable=not cfg.progress, unit="step", dynamic_ncols=True,
+                mininterval=1.0 if os.isatty(2) else 30.0)
+
+
 # ----------------------------------------------------------------------------------- the runner
 class Runner:
-    def __init__(self, cfg: RunConfig, out: Path):
+    def __init__(self, cfg: RunConfig, out: Path, logger: logging.Logger = log, env_factory=None):
         from flowrl.envs import make_env
 
-        self.cfg, self.out = cfg, out
+        self.cfg, self.out, self.log = cfg, out, logger
         self.device = resolve_device(cfg.device)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -148,7 +155,7 @@ class Runner:
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
 
-        self.env = make_env(cfg.task)
+        self.env = (env_factory or make_env)(cfg.task)
         self.eval_env = make_env(cfg.task)
         spec: EnvSpec = self.env.spec
         self.spec = spec
@@ -175,6 +182,8 @@ class Runner:
         self._metric_sums: dict[str, torch.Tensor] = {}
         self._metric_counts: dict[str, int] = {}
         self._last_sps = self._last_ups = 0.0  # throughput of the last logging window, for the progress bar
+        self._window = (time.time(), 0, 0)  # (time, step, updates) at the start of the logging window
+        self.sync_agent = None  # set by the multi-seed runner: loads this seed's weights before eval/checkpoint
 
     # -- environment ------------------------------------------------------------------------
     def _reset_episode(self) -> None:
@@ -218,7 +227,7 @@ class Runner:
         if self.tb:
             self.tb.write("eval", row, self.step)
         self.last_eval = row
-        log.info("eval step=%d return=%.2f+-%.2f", self.step, row["return_mean"], row["return_std"])
+        self.log.info("eval step=%d return=%.2f+-%.2f", self.step, row["return_mean"], row["return_std"])
 
     # -- logging -----------------------------------------------------------------------------
     def _accumulate(self, metrics: dict) -> None:
@@ -260,6 +269,7 @@ class Runner:
             "obs": self.obs,
             "last_episode_return": self.last_episode_return,
             "last_eval": self.last_eval,
+            "metric_window": ({k: v.cpu() for k, v in self._metric_sums.items()}, dict(self._metric_counts)),
             "wall_time": self.wall_time + time.time() - session_start,
             "agent": self.agent.state_dict(),
             "replay": self.replay.state_dict(),
@@ -267,7 +277,7 @@ class Runner:
             "config": config_to_dict(self.cfg),
         }
         path = save_checkpoint(self.out / "checkpoints", self.step, state, keep=self.cfg.keep_checkpoints)
-        log.info("checkpoint %s", path.name)
+        self.log.info("checkpoint %s", path.name)
         return path
 
     def restore(self, state: dict) -> None:
@@ -278,6 +288,8 @@ class Runner:
         self.step, self.updates, self.episode = state["step"], state["updates"], state["episode"]
         self.last_episode_return, self.last_eval = state["last_episode_return"], state["last_eval"]
         self.wall_time = state["wall_time"]
+        sums, self._metric_counts = state["metric_window"]
+        self._metric_sums = {k: v.to(self.device) for k, v in sums.items()}
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -294,62 +306,79 @@ class Runner:
                 self.episode_actions.append(action)
             self.episode_return = state["episode_return"]
             if not np.allclose(self.obs, state["obs"], atol=1e-5):
-                log.warning("replaying the interrupted episode did not reproduce its last observation; "
+                self.log.warning("replaying the interrupted episode did not reproduce its last observation; "
                             "the environment is not deterministic, so the resumed run may differ slightly")
         else:
             self.obs = None
         dropped = self.eval_log.truncate_after(self.step) + self.train_log.truncate_after(self.step)
         if dropped:
-            log.info("dropped %d log rows written after the checkpoint at step %d", dropped, self.step)
+            self.log.info("dropped %d log rows written after the checkpoint at step %d", dropped, self.step)
 
     # -- main loop -----------------------------------------------------------------------------
-    def run(self, stop: _StopFlag, session_start: float) -> int | None:
-        cfg = self.cfg
-        from tqdm import tqdm
+    def begin_step(self) -> np.ndarray | None:
+        """Start an episode if needed; a uniform random action during warm-up, else None (the policy acts)."""
+        if self.obs is None:
+            self._reset_episode()
+        if self.step < self.cfg.start_steps:
+            return self.random_actions.uniform(self.spec.act_low, self.spec.act_high).astype(np.float32)
+        return None
 
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True,
-                   mininterval=1.0 if os.isatty(2) else 30.0)
-        if self.step == 0 and cfg.eval_at_start and not self.eval_log.read():
+    def finish_step(self, action: np.ndarray, s, session_start: float) -> None:
+        """Store the transition, advance counters, and log / evaluate / checkpoint when due."""
+        cfg = self.cfg
+        self.replay.add(self.obs, action, s.reward, s.obs, s.terminated)
+        self.episode_actions.append(action)
+        self.episode_return += s.reward
+        self.step += 1
+        if s.terminated or s.truncated:
+            self.last_episode_return = self.episode_return
+            self.episode += 1
+            self.obs = None
+        else:
+            self.obs = s.obs
+        if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            now_t = time.time()
+            self._write_train_row(self.step - self._window[1], self.updates - self._window[2], now_t - self._window[0])
+            self._window = (now_t, self.step, self.updates)
+        due_eval = self.step % cfg.eval_every == 0 or self.step == cfg.steps
+        due_ckpt = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps
+        if (due_eval or due_ckpt) and self.sync_agent is not None:
+            self.sync_agent()
+        if due_eval:
             self.evaluate(session_start)
-        window_start, window_step, window_updates = time.time(), self.step, self.updates
-        try:
+        if due_ckpt:
+            self.checkpoint(session_start)
+
+    def start(self, session_start: float) -> None:
+        """Before the first step of a session: the step-0 evaluation of a new run, and the throughput window."""
+        if self.step == 0 and self.cfg.eval_at_start and not self.eval_log.read():
+            if self.sync_agent is not None:
+                self.sync_agent()
+            self.evaluate(session_start)
+        self._window = (time.time(), self.step, self.updates)
+
+    def progress_postfix(self) -> dict[str, str]:
+        last = None if self.last_eval is None else f"{self.last_eval['return_mean']:.1f}"
+        return {"sps": f"{self._last_sps:.0f}", "ups": f"{self._last_ups:.0f}", "eval": last}
+
+    def run(self, stop: _StopFlag, session_start: float) -> int | None:
+        """Train until `steps` or a signal; returns the signal number if one stopped it."""
+        cfg = self.cfg
+        self.start(session_start)
+        with progress_bar(cfg, self.step) as bar:
             while self.step < cfg.steps:
                 if stop.signum is not None:
                     return stop.signum
-                if self.obs is None:
-                    self._reset_episode()
-                if self.step < cfg.start_steps:
-                    action = self.random_actions.uniform(self.spec.act_low, self.spec.act_high).astype(np.float32)
-                else:
+                action = self.begin_step()
+                if action is None:
                     action = self._act(self.obs, deterministic=False)
                     for _ in range(cfg.updates_per_step):
                         self._accumulate(self.agent.update(self.replay.sample(cfg.batch_size), self.updates))
                         self.updates += 1
-                s = self.env.step(action)
-                self.replay.add(self.obs, action, s.reward, s.obs, s.terminated)
-                self.episode_actions.append(action)
-                self.episode_return += s.reward
-                self.step += 1
-                if s.terminated or s.truncated:
-                    self.last_episode_return = self.episode_return
-                    self.episode += 1
-                    self.obs = None
-                else:
-                    self.obs = s.obs
-
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now_t = time.time()
-                    self._write_train_row(self.step - window_step, self.updates - window_updates, now_t - window_start)
-                    window_start, window_step, window_updates = now_t, self.step, self.updates
-                    bar.set_postfix(sps=f"{self._last_sps:.0f}", ups=f"{self._last_ups:.0f}",
-                                    eval=None if self.last_eval is None else f"{self.last_eval['return_mean']:.1f}")
-                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                    self.evaluate(session_start)
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                    self.checkpoint(session_start)
+                self.finish_step(action, self.env.step(action), session_start)
                 bar.update(1)
-        finally:
-            bar.close()
+                if self.step % cfg.log_every == 0:
+                    bar.set_postfix(self.progress_postfix())
         return None
 
     def close(self) -> None:
@@ -359,81 +388,106 @@ class Runner:
             self.tb.close()
 
 
-def _setup_file_logging(out: Path) -> logging.Handler:
+def _run_logger(out: Path) -> logging.Logger:
+    """A logger for one run: its own train.log, and the console through the 'flowrl' logger."""
+    logger = logging.getLogger(f"flowrl.run.{out.resolve()}")
+    logger.setLevel(logging.INFO)
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
+    logger.addHandler(handler)
+    return logger
 
 
-def train(cfg: RunConfig, out: str | Path, force: bool = False) -> RunResult:
-    """Train one run into `out` (new, resumed, or skipped when already finished)."""
-    out = Path(out)
-    cfg.validate()
-    from flowrl.envs import validate_task
+class RunSession:
+    """One run directory in this process: opened new or resumed (or found finished), then closed."""
 
-    validate_task(cfg.task)
-    state = prepare_run_dir(out, cfg, force)
-    if state == "done":
-        log.warning("%s is already finished (DONE exists); not re-running. Use --force to retrain.", out)
-        done = json.loads((out / "DONE").read_text() or "{}")
-        return RunResult("already_finished", out, int(done.get("steps", cfg.steps)))
+    def __init__(self, cfg: RunConfig, out: str | Path, force: bool = False, env_factory=None):
+        from flowrl.envs import validate_task
 
-    handler = _setup_file_logging(out)
-    try:
-        manifest_path = out / "manifest.json"
-        device = resolve_device(cfg.device)
-        info = json.loads(manifest_path.read_text()) if manifest_path.exists() else manifest(device)
+        self.cfg, self.out, self.env_factory = cfg, Path(out), env_factory
+        cfg.validate()
+        validate_task(cfg.task)
+        state = prepare_run_dir(self.out, cfg, force)
+        self.finished_before = state == "done"
+        if self.finished_before:
+            log.warning("%s is already finished (DONE exists); not re-running. Use --force to retrain.", self.out)
+            return
+        self.log = _run_logger(self.out)
+        try:
+            self._open(state)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self, state: str) -> None:
+        cfg, out = self.cfg, self.out
+        self.manifest_path = out / "manifest.json"
+        self.info = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else manifest(resolve_device(cfg.device))
         if state == "new":
             (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-        runner = Runner(cfg, out)
+        self.runner = Runner(cfg, out, self.log, self.env_factory)
         resumed_from = None
         if state == "resume":
-            ckpt, path = load_latest_checkpoint(out / "checkpoints", map_location="cpu")
+            ckpt, path = load_latest_checkpoint(out / "checkpoints", map_location="cpu", logger=self.log)
             if ckpt is not None:
-                runner.restore(ckpt)
-                resumed_from = runner.step
-                log.info("resumed from %s at step %d", path.name, runner.step)
+                self.runner.restore(ckpt)
+                resumed_from = self.runner.step
+                self.log.info("resumed from %s at step %d", path.name, self.runner.step)
             else:
-                runner.eval_log.truncate_after(-1)
-                runner.train_log.truncate_after(-1)
-                log.info("no usable checkpoint in %s: starting from step 0", out)
-        session = {"start_time": now(), "resumed_from_step": resumed_from, "host": info.get("host"),
-                   "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-        info.setdefault("sessions", []).append(session)
-        _write_json(manifest_path, info)
+                self.runner.eval_log.truncate_after(-1)
+                self.runner.train_log.truncate_after(-1)
+                self.log.info("no usable checkpoint in %s: starting from step 0", out)
+        self.session = {"start_time": now(), "resumed_from_step": resumed_from, "host": self.info.get("host"),
+                        "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        self.info.setdefault("sessions", []).append(self.session)
+        _write_json(self.manifest_path, self.info)
+        self.session_start = time.time()
 
-        session_start = time.time()
-        with _StopFlag() as stop:
-            signum = runner.run(stop, session_start)
-            if signum is None and stop.signum is not None:
-                signum = stop.signum if runner.step < cfg.steps else None
-        session["end_time"] = now()
-        session["end_step"] = runner.step
-        if signum is not None:
-            runner.checkpoint(session_start)
-            session["stopped_by_signal"] = signum
-            _write_json(manifest_path, info)
+    def already_finished(self) -> RunResult:
+        done = json.loads((self.out / "DONE").read_text() or "{}")
+        return RunResult("already_finished", self.out, int(done.get("steps", self.cfg.steps)))
+
+    def close(self, signum: int | None) -> RunResult:
+        """Checkpoint and record the interruption, or write the final agent and the DONE marker."""
+        runner, out = self.runner, self.out
+        self.session.update(end_time=now(), end_step=runner.step)
+        if signum is not None and runner.step < self.cfg.steps:
+            runner.checkpoint(self.session_start)
+            self.session["stopped_by_signal"] = signum
+            _write_json(self.manifest_path, self.info)
             runner.close()
             return RunResult("interrupted", out, runner.step, signum)
-
         runner.close()
-        info["end_time"] = now()
-        _write_json(manifest_path, info)
+        self.info["end_time"] = now()
+        _write_json(self.manifest_path, self.info)
         # The run is complete: keep the final agent; the resume checkpoints (with the replay) are no longer needed.
         torch.save(runner.agent.state_dict(), out / "final_agent.pt")
         for p in (out / "checkpoints").glob("ckpt-*.pt"):
             p.unlink()
         final = runner.last_eval or {}
-        _write_json(out / "DONE", {"steps": runner.step, "end_time": info["end_time"],
+        _write_json(out / "DONE", {"steps": runner.step, "end_time": self.info["end_time"],
                                    "final_return": final.get("return_mean"),
-                                   "wall_time": runner.wall_time + time.time() - session_start})
+                                   "wall_time": runner.wall_time + time.time() - self.session_start})
         return RunResult("finished", out, runner.step)
+
+    def release(self) -> None:
+        for h in list(self.log.handlers):
+            self.log.removeHandler(h)
+            h.close()
+
+
+def train(cfg: RunConfig, out: str | Path, force: bool = False) -> RunResult:
+    """Train one run into `out` (new, resumed, or skipped when already finished)."""
+    run = RunSession(cfg, out, force)
+    if run.finished_before:
+        return run.already_finished()
+    try:
+        with _StopFlag() as stop:
+            signum = run.runner.run(stop, run.session_start)
+            signum = signum if signum is not None else stop.signum
+        return run.close(signum)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        run.release()
 
 
-__all__ = ["train", "RunResult", "RunError", "Runner", "derived_seed", "prepare_run_dir", "resolve_device"]
+__all__ = ["train", "RunSession", "RunResult", "RunError", "Runner", "derived_seed", "prepare_run_dir", "resolve_device"]

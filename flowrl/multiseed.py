@@ -1,0 +1,91 @@
+"""Several seeds of one algorithm and task trained in one process, as one batched model.
+
+Each seed keeps everything a single run has (environment, replay, RNG streams, logs, checkpoints,
+its own run directory in the same format); only the networks are stacked, so one batched forward,
+backward and optimiser step serves all seeds. A seed's results equal a single run with that seed up to
+floating-point reduction order, and its run directory can be resumed by this runner or as a single run.
+Agents opt in by providing `stack(states, spec, config, device)`, `unstack(i)`, `act_members` and
+`update_members` (FlowRL does).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from flowrl.agents.base import Batch
+from flowrl.agents.registry import get_agent_class
+from flowrl.config import RunConfig
+from flowrl.subproc_env import SubprocEnv, step_all
+from flowrl.train import RunError, RunResult, RunSession, _StopFlag, progress_bar
+
+
+def supports_members(algo: str) -> bool:
+    cls = get_agent_class(algo)
+    return all(hasattr(cls, m) for m in ("stack", "unstack", "act_members", "update_members"))
+
+
+def train_seeds(cfg: RunConfig, seeds: list[int], outs: list[str | Path], force: bool = False,
+                env_processes: bool = False) -> list[RunResult]:
+    """Train `cfg` for every seed in `seeds` into the matching `outs` directories, in lockstep."""
+    if len(seeds) != len(outs) or len(set(seeds)) != len(seeds) or len(set(map(str, outs))) != len(outs):
+        raise RunError("give distinct seeds and one distinct output directory per seed")
+    if not supports_members(cfg.algo):
+        raise RunError(f"algorithm {cfg.algo!r} cannot train several seeds as one batched model; "
+                       "run its seeds as separate runs (one flowrl-train per seed)")
+    factory = SubprocEnv if env_processes else None
+    sessions = [RunSession(dataclasses.replace(cfg, seed=s), o, force, env_factory=factory) for s, o in zip(seeds, outs)]
+    results = {id(s): s.already_finished() for s in sessions if s.finished_before}
+    active = [s for s in sessions if not s.finished_before]
+    try:
+        if active:
+            steps = {s.runner.step for s in active}
+            if len(steps) > 1:
+                detail = ", ".join(f"seed {s.cfg.seed}: step {s.runner.step}" for s in active)
+                raise RunError(f"these runs stopped at different steps ({detail}); resume them as single runs")
+            for s, r in zip(active, _train_lockstep(cfg, active)):
+                results[id(s)] = r
+    finally:
+        for s in active:
+            s.release()
+    return [results[id(s)] for s in sessions]
+
+
+def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResult]:
+    runners = [s.runner for s in sessions]
+    lead = runners[0]
+    agent = type(lead.agent).stack([r.agent.state_dict() for r in runners], lead.spec, cfg.agent, lead.device)
+    for i, r in enumerate(runners):
+        r.sync_agent = lambda i=i, r=r: r.agent.load_state_dict(agent.unstack(i))
+    signum = None
+    with _StopFlag() as stop:
+        for s in sessions:
+            s.runner.start(s.session_start)
+        with progress_bar(cfg, lead.step) as bar:
+            while lead.step < cfg.steps:
+                if stop.signum is not None:
+                    break
+                actions = [r.begin_step() for r in runners]
+                if actions[0] is None:
+                    obs = torch.stack([r._obs_tensor(r.obs) for r in runners])  # (n, 1, obs_dim)
+                    acted = agent.act_members(obs, deterministic=False).cpu().numpy()
+                    actions = [a[0] for a in acted]
+                    for _ in range(cfg.updates_per_step):
+                        batch = Batch(*(torch.stack(x) for x in zip(*[r.replay.sample(cfg.batch_size) for r in runners])))
+                        metrics = agent.update_members(batch, lead.updates)
+                        for i, r in enumerate(runners):
+                            r._accumulate({k: v[i] for k, v in metrics.items()})
+                            r.updates += 1
+                for s, a, step in zip(sessions, actions, step_all([r.env for r in runners], actions)):
+                    s.runner.finish_step(a, step, s.session_start)
+                bar.update(1)
+                if lead.step % cfg.log_every == 0:
+                    bar.set_postfix(lead.progress_postfix())
+        signum = stop.signum
+    out = []
+    for s in sessions:
+        s.runner.sync_agent()
+        out.append(s.close(signum))
+    return out
+

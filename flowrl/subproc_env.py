@@ -1,0 +1,89 @@
+"""An environment that lives in its own process, so several can step in parallel."""
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Any
+
+import numpy as np
+
+from flowrl.envs.base import Env, Step
+
+
+def _worker(conn, task: str) -> None:
+    from flowrl.envs import make_env
+
+    env = make_env(task)
+    conn.send((env.spec, env.max_episode_steps, env.has_success))
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "reset":
+                conn.send(env.reset(arg))
+            elif cmd == "step":
+                conn.send(env.step(arg))
+            elif cmd == "close":
+                break
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        env.close()
+        conn.close()
+
+
+class SubprocEnv(Env):
+    """Proxy for `make_env(task)` running in a child process (started with 'spawn', so it is fork-safe).
+
+    `step_async` + `step_wait` let a caller step several of these at once; `step` does both.
+    """
+
+    def __init__(self, task: str):
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_worker, args=(child, task), daemon=True)
+        self._proc.start()
+        child.close()
+        self.name = task
+        try:
+            self.spec, self.max_episode_steps, self.has_success = self._conn.recv()
+        except EOFError:
+            self._proc.join(timeout=5)
+            raise RuntimeError(f"the environment process for {task!r} died while starting "
+                               f"(exit code {self._proc.exitcode}); its error is printed above") from None
+        self._waiting = False
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._conn.send(("reset", seed))
+        return self._conn.recv()
+
+    def step_async(self, action: np.ndarray) -> None:
+        self._conn.send(("step", action))
+        self._waiting = True
+
+    def step_wait(self) -> Step:
+        self._waiting = False
+        return self._conn.recv()
+
+    def step(self, action: np.ndarray) -> Step:
+        self.step_async(action)
+        return self.step_wait()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                if self._waiting:
+                    self._conn.recv()
+                self._conn.send(("close", None))
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.terminate()
+        self._conn.close()
+
+
+def step_all(envs: list[Any], actions: list[np.ndarray]) -> list[Step]:
+    """Step every env with its action, in parallel where the envs are SubprocEnvs."""
+    for env, a in zip(envs, actions):
+        if isinstance(env, SubprocEnv):
+            env.step_async(a)
+    return [env.step_wait() if isinstance(env, SubprocEnv) else env.step(a) for env, a in zip(envs, actions)]
