@@ -1,0 +1,214 @@
+"""Speed of every agent, N seeds in one process, and FlowRL against the official implementation's update path.
+
+Prints a table (it asserts nothing). For FlowRL and each baseline at its default (paper) size:
+updates/s on a replay batch, end-to-end training steps/s on a real task, and peak memory; for FlowRL
+also N seeds as one batched model against one seed, and an official-style update (bench/official_style.py:
+same networks, losses and published settings, its list-of-tuples replay) timed in the same run.
+
+    python bench/bench_speed.py                       # CPU (and GPU when present), dmc:dog-run shapes
+    python bench/bench_speed.py --device cuda --seeds 8 --amp auto
+Each measurement runs in a fresh process so its peak memory is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # official_style.py beside this file
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mib(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _timed(fn, n, device, warmup=3):
+    for i in range(warmup):
+        fn(i)
+    _sync(device)
+    t = time.perf_counter()
+    for i in range(n):
+        fn(warmup + i)
+    _sync(device)
+    return n / (time.perf_counter() - t)
+
+
+def _spec(task):
+    from flowrl.envs import make_env
+
+    env = make_env(task)
+    spec = env.spec
+    env.close()
+    return spec
+
+
+def measure_updates(algo, task, device_name, n_updates, batch_size, n_seeds=1, amp="auto", overrides=None):
+    """updates/s of `algo` (default size unless `overrides`; FlowRL: `n_seeds` seeds as one batched model)."""
+    import numpy as np
+    import torch
+
+    from flowrl.agents.registry import get_agent_class
+    from flowrl.config import build_dataclass
+    from flowrl.replay import ReplayBuffer
+
+    device = torch.device(device_name)
+    spec = _spec(task)
+    cls = get_agent_class(algo)
+    cfg = build_dataclass(cls.Config, {**({"amp": amp} if algo == "flowrl" else {}), **(overrides or {})}, "agent")
+    torch.manual_seed(0)
+    agent = cls(spec, cfg, device, n_seeds=n_seeds) if n_seeds > 1 else cls(spec, cfg, device)
+    rng = np.random.default_rng(0)
+    buffers = []
+    for _ in range(n_seeds):
+        rb = ReplayBuffer(spec.obs_dim, spec.act_dim, 20_000, device, recent_fraction=getattr(cls, "replay_recent_fraction", 0.0))
+        for _ in range(5_000):
+            rb.add(rng.standard_normal(spec.obs_dim), rng.uniform(spec.act_low, spec.act_high), float(rng.standard_normal()),
+                   rng.standard_normal(spec.obs_dim), False)
+        buffers.append(rb)
+    if n_seeds > 1:
+        from flowrl.agents.base import Batch
+
+        def step(i):
+            agent.update_members(Batch(*(torch.stack(x) for x in zip(*[b.sample(batch_size) for b in buffers]))), i)
+    else:
+        def step(i):
+            agent.update(buffers[0].sample(batch_size), i)
+    ups = _timed(step, n_updates, device)
+    return {"updates_per_s": ups, "peak_mib": _peak_mib(device)}
+
+
+def measure_official(task, device_name, n_updates, batch_size):
+    import torch
+
+    from official_style import OfficialStyleFlowRL, filled_replay
+
+    device = torch.device(device_name)
+    spec = _spec(task)
+    torch.manual_seed(0)
+    agent = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device)
+    memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
+    ups = _timed(lambda i: agent.update(memory, batch_size, i), n_updates, device)
+    return {"updates_per_s": ups, "peak_mib": _peak_mib(device)}
+
+
+def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=None):
+    """Training steps/s once learning runs (act + update + env step), from train.csv's last window."""
+    import logging
+
+    import torch
+
+    from flowrl.config import resolve_config
+    from flowrl.train import train
+
+    logging.getLogger("flowrl").setLevel(logging.WARNING)
+    start = max(2 * batch_size, n_steps)
+    cfg = resolve_config({"algo": algo, "task": task, "steps": start + n_steps, "start_steps": start,
+                          "batch_size": batch_size, "eval_every": 10**9, "eval_at_start": False, "eval_episodes": 1,
+                          "log_every": n_steps, "checkpoint_every": 0, "progress": False, "device": device_name,
+                          "agent": overrides or {}})
+    with tempfile.TemporaryDirectory() as d:
+        train(cfg, f"{d}/run")
+        rows = list(csv.DictReader(open(f"{d}/run/train.csv")))
+    return {"steps_per_s": float(rows[-1]["env_steps_per_s"]), "peak_mib": _peak_mib(torch.device(device_name))}
+
+
+def measure_env(task, n_steps):
+    import numpy as np
+
+    from flowrl.envs import make_env
+
+    env = make_env(task)
+    rng = np.random.default_rng(0)
+    env.reset(0)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        s = env.step(rng.uniform(env.spec.act_low, env.spec.act_high).astype(np.float32))
+        if s.terminated or s.truncated:
+            env.reset(1)
+    return {"env_steps_per_s": n_steps / (time.perf_counter() - t)}
+
+
+def _child(conn, fn, args):
+    try:
+        conn.send(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - report, keep benchmarking the rest
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def isolated(fn, *args):
+    """Run fn(*args) in a fresh process (own peak memory); returns its dict of numbers."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_child, args=(child, fn, args))
+    p.start()
+    out = parent.recv()
+    p.join()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="dmc:dog-run")
+    ap.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when present")
+    ap.add_argument("--algos", nargs="+", default=["flowrl", "sac", "td3", "qvpo"])
+    ap.add_argument("--updates", type=int, default=20)
+    ap.add_argument("--e2e-steps", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--seeds", type=int, default=4, help="N for the N-seeds-in-one-process measurement")
+    ap.add_argument("--amp", default="auto", help="FlowRL autocast setting: auto (bf16 on CUDA), off, bf16")
+    ap.add_argument("--skip-e2e", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    print(f"# task {args.task}, batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(f"env steps/s (random actions, one process): {isolated(measure_env, args.task, 3000)['env_steps_per_s']:.0f}")
+    for dev in devices:
+        print(f"\n## device {dev}")
+        print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")
+        for algo in args.algos:
+            u = isolated(measure_updates, algo, args.task, dev, args.updates, args.batch_size, 1, args.amp)
+            e = {} if args.skip_e2e else isolated(measure_end_to_end, algo, args.task, dev, args.e2e_steps, args.batch_size)
+            if "error" in u or "error" in e:
+                print(f"{algo:22} error: {u.get('error') or e.get('error')}")
+                continue
+            print(f"{algo:22} {u['updates_per_s']:>10.1f} {e.get('steps_per_s', float('nan')):>12.1f} "
+                  f"{max(u['peak_mib'], e.get('peak_mib', 0)):>9.0f}")
+            if algo == "flowrl":
+                flow_ups = u["updates_per_s"]
+        if "flowrl" in args.algos:
+            off = isolated(measure_official, args.task, dev, args.updates, args.batch_size)
+            if "error" in off:
+                print(f"{'official-style FlowRL':22} error: {off['error']}")
+            else:
+                print(f"{'official-style FlowRL':22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}")
+                print(f"ours / official-style updates/s: {flow_ups / off['updates_per_s']:.2f}x")
+            multi = isolated(measure_updates, "flowrl", args.task, dev, max(3, args.updates // 2), args.batch_size,
+                             args.seeds, args.amp)
+            if "error" not in multi:
+                ratio = flow_ups / multi["updates_per_s"]
+                print(f"flowrl x{args.seeds} seeds batched: {multi['updates_per_s']:.1f} updates/s of all seeds together, "
+                      f"wall time per update {ratio:.2f}x one seed's ({args.seeds / ratio:.2f}x the seed-throughput), "
+                      f"peak {multi['peak_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
