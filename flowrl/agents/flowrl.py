@@ -358,6 +358,7 @@ class FlowRL(Agent):
         state = {k: v.state_dict() for k, v in {**self._networks(), **self._optimizers()}.items()}
         state["counters"] = {"noise_level": self.noise_level, "act_calls": self.act_calls}
         state["generators"] = [g.get_state() for g in self.generators]
+        state["eval_generators"] = [g.get_state() for g in self.eval_generators]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -369,6 +370,8 @@ class FlowRL(Agent):
             raise ValueError(f"state holds {len(state['generators'])} seeds, this agent {self.n}")
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s.cpu())
+        for g, s in zip(self.eval_generators, state["eval_generators"]):
+            g.set_state(s.cpu())
 
     # ----------------------------------------------------------------------------- seeds <-> members
     @classmethod
@@ -378,6 +381,7 @@ class FlowRL(Agent):
         merged = _map_leaves(states, lambda xs: torch.cat(xs) if xs[0].dim() else xs[0])
         merged["counters"] = states[0]["counters"]
         merged["generators"] = [s["generators"][0] for s in states]
+        merged["eval_generators"] = [s["eval_generators"][0] for s in states]
         agent.load_state_dict(merged)
         return agent
 
@@ -388,6 +392,7 @@ class FlowRL(Agent):
                           if xs[0].dim() else xs[0].clone())
         out["counters"] = dict(state["counters"])
         out["generators"] = [state["generators"][i]]
+        out["eval_generators"] = [state["eval_generators"][i]]
         return out
 
 
