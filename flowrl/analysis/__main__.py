@@ -1,0 +1,5 @@
+import sys
+
+from flowrl.analysis.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""Task names: suite prefix, figure group, and mapping of other projects' task names to ours.
+
+Our task ids are `dmc:<domain>-<task>` (dm_control names, underscores kept: dmc:finger-turn_easy),
+`gym:<id>` and `hb:<robot>-<task>-v<N>`.
+"""
+from __future__ import annotations
+
+import re
+
+SUITES = ("dmc", "gym", "hb")
+
+# dm_control suite domains, longest first so 'ball_in_cup' wins over a shorter prefix.
+DMC_DOMAINS = tuple(sorted((
+    "acrobot", "ball_in_cup", "cartpole", "cheetah", "dog", "finger", "fish", "hopper", "humanoid",
+    "humanoid_CMU", "lqr", "manipulator", "pendulum", "point_mass", "quadruped", "reacher", "stacker",
+    "swimmer", "walker",
+), key=len, reverse=True))
+DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup"}  # TD-MPC2 writes ball_in_cup as 'cup'
+DMC_HARD_DOMAINS = ("dog", "humanoid", "humanoid_CMU")  # the paper's "DMC hard" group
+HB_ROBOTS = ("h1hand", "h1strong", "h1simplehand", "h1touch", "h1", "g1")
+
+# Figure / aggregate groups, in display order.
+GROUPS = ("DMC easy", "DMC hard", "HumanoidBench", "Gym")
+
+
+def suite_of(task: str) -> str:
+    prefix, sep, _ = task.partition(":")
+    if not sep or prefix not in SUITES:
+        raise ValueError(f"task {task!r} has no known suite prefix; expected one of "
+                         f"{', '.join(s + ':' for s in SUITES)} (e.g. dmc:cheetah-run)")
+    return prefix
+
+
+def group_of(task: str) -> str:
+    suite = suite_of(task)
+    if suite == "hb":
+        return "HumanoidBench"
+    if suite == "gym":
+        return "Gym"
+    domain = task.split(":", 1)[1].split("-", 1)[0]
+    return "DMC hard" if domain in DMC_HARD_DOMAINS else "DMC easy"
+
+
+def short_name(task: str) -> str:
+    """Task id without the suite prefix, for plot titles."""
+    return task.split(":", 1)[1] if ":" in task else task
+
+
+_HB_PATTERN = re.compile(r"^(?P<robot>" + "|".join(HB_ROBOTS) + r")[-_](?P<task>.+?)[-_]v(?P<ver>\d+)$")
+_GYM_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]*-v\d+$")
+
+
+def map_external_task(name: str) -> str | None:
+    """Another project's task name -> our task id, or None when it is not a DMC/Gym/HumanoidBench task.
+
+    Accepts 'dog-run', 'dog_run', 'cup-catch', 'finger-turn-easy', 'cartpole_balance_sparse',
+    'h1-walk-v0', 'h1_walk_v0', 'h1hand-sit_simple-v0', 'Humanoid-v4' and ids already prefixed.
+    """
+    name = name.strip()
+    if ":" in name and name.split(":", 1)[0] in SUITES:
+        return name
+    hb = _HB_PATTERN.match(name)
+    if hb:
+        return f"hb:{hb['robot']}-{hb['task'].replace('-', '_')}-v{hb['ver']}"
+    if _GYM_PATTERN.match(name):
+        return f"gym:{name}"
+    for alias, domain in list(DMC_DOMAIN_ALIASES.items()) + [(d, d) for d in DMC_DOMAINS]:
+        for sep in ("-", "_"):
+            if name.startswith(alias + sep) and len(name) > len(alias) + 1:
+                rest = name[len(alias) + 1:].replace("-", "_")
+                return f"dmc:{domain}-{rest}"
+    return None

@@ -1,0 +1,396 @@
+"""Results pipeline: statistics equal rliable's, normalisation, alignment, missing-run report, tables,
+figures and reference import, on small synthetic studies written to tmp_path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from rliable import library as rly
+from rliable import metrics
+
+from flowrl.analysis import stats
+from flowrl.analysis.alignment import align_to_grid, make_grid, thin_grid
+from flowrl.analysis.cli import main as cli_main
+from flowrl.analysis.expected import ExpectedStudy, load_expected, missing_report, print_missing, target_steps
+from flowrl.analysis.figures import curve_grid_size
+from flowrl.analysis.normalise import NormalisationError, load_normalisation
+from flowrl.analysis.pipeline import AnalysisConfig, ablation_families, analyse, gather, run_analysis
+from flowrl.analysis.plotting import pixel_size
+from flowrl.analysis.references import load_references
+from flowrl.analysis.runs import AnalysisError, load_runs
+from flowrl.analysis.scores import build_score_set, final_scores
+from flowrl.analysis.tasks import group_of, map_external_task
+from flowrl.analysis.tidy import add_scores, runs_to_tidy
+
+
+# ----------------------------------------------------------------------------------- synthetic runs
+def write_run(root: Path, algo: str, task: str, seed: int, steps: int, eval_every: int, returns=None,
+              done: bool = True, upto: int | None = None, level: float = 500.0) -> Path:
+    """A run directory in the docs/run-format.md layout with a linear-ish learning curve."""
+    d = root / task.replace(":", "_") / algo / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"algo": algo, "task": task, "seed": seed, "steps": steps,
+                                                   "eval_every": eval_every, "agent": {"hidden_dim": 16}}))
+    grid = make_grid(eval_every, steps)
+    if upto is not None:
+        grid = grid[grid <= upto]
+    if returns is None:
+        rng = np.random.default_rng(hash((algo, task, seed)) % 2**32)
+        returns = level * grid / steps + rng.normal(0, 10, grid.size)
+    rows = ["step,return_mean,return_std,success_mean,episodes,wall_time"]
+    rows += [f"{s},{r},1.0,,5,{s / 10}" for s, r in zip(grid, returns)]
+    (d / "eval.csv").write_text("\n".join(rows) + "\n")
+    (d / "manifest.json").write_text("{}")
+    if done:
+        (d / "DONE").write_text(json.dumps({"steps": steps}))
+    return d
+
+
+@pytest.fixture
+def small_study(tmp_path):
+    """2 main algorithms + 1 ablation variant, 3 tasks (DMC easy, DMC hard, HB), 3 seeds; sac's third seed on
+    cheetah is unfinished and td3 has fewer seeds."""
+    root = tmp_path / "runs"
+    for algo, level in (("flowrl", 800), ("sac", 500), ("flowrl-no-w2", 600)):
+        for task in ("dmc:cheetah-run", "dmc:dog-run", "hb:h1hand-walk-v0"):
+            for seed in range(3):
+                unfinished = algo == "sac" and task == "dmc:cheetah-run" and seed == 2
+                write_run(root, algo, task, seed, 1000, 200 if algo != "sac" else 100, level=level,
+                          done=not unfinished, upto=500 if unfinished else None)
+    for task in ("dmc:cheetah-run", "dmc:dog-run", "hb:h1hand-walk-v0"):
+        for seed in range(2):
+            write_run(root, "td3", task, seed, 1000, 250, level=400)
+    return root
+
+
+# ----------------------------------------------------------------------------------- statistics
+def test_aggregates_equal_rliable_called_directly():
+    rng = np.random.default_rng(0)
+    matrices = {"a": rng.normal(0.6, 0.2, (5, 4)), "b": rng.normal(0.4, 0.2, (3, 4))}
+    ours = stats.aggregate_metrics(matrices, reps=300, seed=7)
+    for algo, m in matrices.items():
+        np.random.seed(7)
+        point, interval = rly.get_interval_estimates({algo: m}, lambda x: np.array([
+            metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
+            metrics.aggregate_optimality_gap(x)]), reps=300)
+        rows = ours[ours["algo"] == algo].set_index("metric")
+        for j, metric in enumerate(stats.METRICS):
+            assert rows.loc[metric, "value"] == pytest.approx(point[algo][j], abs=1e-12)
+            assert rows.loc[metric, "ci_low"] == pytest.approx(interval[algo][0, j], abs=1e-12)
+            assert rows.loc[metric, "ci_high"] == pytest.approx(interval[algo][1, j], abs=1e-12)
+        assert rows["n_runs"].iloc[0] == m.size
+    again = stats.aggregate_metrics(matrices, reps=300, seed=7)
+    pd.testing.assert_frame_equal(ours, again)  # identical inputs, identical CIs
+    other = stats.aggregate_metrics(matrices, reps=300, seed=8)
+    assert not np.allclose(other["ci_low"], ours["ci_low"])  # the seed really drives the bootstrap
+
+
+def test_iqm_hand_checkable():
+    # 8 runs on one task: IQM drops the lowest and highest quarter -> mean(3, 4, 5, 6) = 4.5
+    scores = np.arange(1.0, 9.0)[:, None]
+    row = stats.aggregate_metrics({"x": scores}, reps=50, seed=0).set_index("metric")
+    assert row.loc["iqm", "value"] == pytest.approx(4.5)
+    assert row.loc["mean", "value"] == pytest.approx(4.5)
+    # 4 runs x 2 tasks, values 1..8 with an outlier: IQM still uses the middle four of all eight
+    scores = np.array([[1.0, 100.0], [2.0, 7.0], [3.0, 6.0], [4.0, 5.0]])
+    row = stats.aggregate_metrics({"x": scores}, reps=50, seed=0).set_index("metric")
+    assert row.loc["iqm", "value"] == pytest.approx((3 + 4 + 5 + 6) / 4)
+    # optimality gap with threshold 1: mean of (1 - min(score, 1))
+    gap = stats.aggregate_metrics({"x": np.array([[0.5, 1.5], [0.0, 1.0]])}, reps=50, seed=0)
+    assert gap.set_index("metric").loc["optimality_gap", "value"] == pytest.approx((0.5 + 0 + 1 + 0) / 4)
+
+
+def test_probability_of_improvement_hand_checkable_and_equal_to_rliable():
+    x = np.array([[3.0, 1.0], [4.0, 3.0]])  # task 0: x always wins; task 1: x = (1, 3) vs y = (2, 2) -> 2/4
+    y = np.array([[1.0, 2.0], [2.0, 2.0]])
+    assert stats.poi_statistic(x, y) == pytest.approx((1.0 + 0.5) / 2)
+    assert stats.poi_statistic(x, x) == pytest.approx(0.5)
+    assert stats.poi_statistic(y, x) == pytest.approx(1 - (1.0 + 0.5) / 2)
+    rng = np.random.default_rng(3)
+    for _ in range(50):  # ties included
+        a = rng.integers(0, 4, (rng.integers(1, 6), 3)).astype(float)
+        b = rng.integers(0, 4, (rng.integers(1, 6), 3)).astype(float)
+        assert stats.poi_statistic(a, b) == pytest.approx(metrics.probability_of_improvement(a, b), abs=1e-12)
+    mats = {"a": rng.normal(1, 1, (5, 3)), "b": rng.normal(0, 1, (4, 3))}
+    ours = stats.probability_of_improvement(mats, [("a", "b")], reps=200, seed=5).iloc[0]
+    np.random.seed(5)
+    point, interval = rly.get_interval_estimates({"a,b": (mats["a"], mats["b"])}, metrics.probability_of_improvement,
+                                                 reps=200)
+    assert ours["poi"] == pytest.approx(point["a,b"], abs=1e-12)
+    assert [ours["ci_low"], ours["ci_high"]] == pytest.approx(np.ravel(interval["a,b"]).tolist(), abs=1e-12)
+
+
+def test_performance_profile_and_sample_efficiency_match_rliable():
+    rng = np.random.default_rng(1)
+    m = rng.uniform(0, 1, (4, 3))
+    taus = np.linspace(0, 1, 11)
+    profiles, cis = stats.performance_profiles({"a": m}, taus, reps=100, seed=2)
+    np.random.seed(2)
+    p, c = rly.create_performance_profile({"a": m}, taus, reps=100)
+    np.testing.assert_allclose(profiles["a"], p["a"])
+    np.testing.assert_allclose(cis["a"], c["a"])
+    curves = rng.uniform(0, 1, (4, 3, 6))
+    points, intervals = stats.sample_efficiency({"a": curves}, reps=100, seed=2)
+    np.random.seed(2)
+    p, c = rly.get_interval_estimates({"a": curves}, lambda s: np.array(
+        [metrics.aggregate_iqm(s[..., i]) for i in range(s.shape[-1])]), reps=100)
+    np.testing.assert_allclose(points["a"], p["a"])
+    np.testing.assert_allclose(intervals["a"], c["a"])
+
+
+# ----------------------------------------------------------------------------------- normalisation
+def test_default_normalisation():
+    norm = load_normalisation(None)
+    tasks = ["dmc:cheetah-run", "hb:h1hand-walk-v0", "hb:h1hand-walk-v0", "gym:Humanoid-v5", "hb:g1-walk-v0"]
+    scores = norm.scores(tasks, [500.0, 700.0, 2.505, 3000.0, 700.0])
+    assert scores[0] == pytest.approx(0.5)
+    assert scores[1] == pytest.approx(1.0)  # HumanoidBench success bar of walk is 700
+    assert scores[2] == pytest.approx(0.0)  # SimbaV2's random return for h1hand-walk-v0
+    assert np.isnan(scores[3]) and np.isnan(scores[4])  # gym: none by default; g1: no published random score
+    assert norm.rule_for("hb:h1-run-v0").target == 700 and norm.rule_for("hb:h1-run-v0").random == pytest.approx(2.02)
+    assert norm.rule_for("hb:h1hand-kitchen-v0").target == 4
+    assert norm.is_normalised("dmc:dog-run") and not norm.is_normalised("gym:Humanoid-v5")
+
+
+def test_normalisation_yaml_override(tmp_path):
+    path = tmp_path / "norm.yaml"
+    path.write_text(yaml.safe_dump({"suites": {"gym": {"method": "divide", "scale": 100}},
+                                    "tasks": {"hb:g1-walk-v0": {"random": 10, "target": 110},
+                                              "dmc:cheetah-run": {"method": "raw"}}}))
+    norm = load_normalisation(path)
+    scores = norm.scores(["gym:Hopper-v5", "hb:g1-walk-v0", "dmc:cheetah-run", "dmc:dog-run"], [250, 60, 321, 500])
+    np.testing.assert_allclose(scores, [2.5, 0.5, 321, 0.5])
+    for bad, message in (({"suites": {"gym": {"method": "divide"}}}, "scale"),
+                         ({"suites": {"gym": {"method": "zscore"}}}, "not one of"),
+                         ({"suites": {"atari": {"method": "raw"}}}, "unknown suite"),
+                         ({"tasks": {"hb:g1-walk-v0": {"random": 1}}}, "random"),
+                         ({"norms": {}}, "top-level")):
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(NormalisationError, match=message):
+            load_normalisation(path)
+
+
+# ----------------------------------------------------------------------------------- alignment
+def test_alignment_of_different_step_grids():
+    grid = np.array([0, 10, 20, 30, 40])
+    a = align_to_grid([0, 10, 20, 30, 40], [0, 1, 2, 3, 4], grid)
+    b = align_to_grid([0, 15, 30], [0.0, 1.5, 3.0], grid)  # coarser, offset grid
+    c = align_to_grid([5, 25], [0.5, 2.5], grid)  # starts late, stops early
+    np.testing.assert_array_equal(a, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(b, [0, 0, 1.5, 3.0, np.nan])  # last eval at or before; never past 30
+    np.testing.assert_array_equal(c, [np.nan, 0.5, 0.5, np.nan, np.nan])
+    with pytest.raises(ValueError):
+        align_to_grid([10, 0], [1, 2], grid)
+    np.testing.assert_array_equal(make_grid(300, 1000), [0, 300, 600, 900, 1000])
+    thinned = thin_grid(make_grid(1, 100), 5)
+    assert thinned[0] == 0 and thinned[-1] == 100 and thinned.size == 5
+
+
+# ----------------------------------------------------------------------------------- missing runs
+def test_missing_run_report(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_run(root, "a", "dmc:cheetah-run", 0, 100, 50)
+    write_run(root, "a", "dmc:cheetah-run", 1, 100, 10, done=False, upto=40)
+    write_run(root, "b", "dmc:cheetah-run", 0, 60, 20)  # finished, but a smaller budget than expected
+    bad = root / "broken"
+    bad.mkdir()
+    (bad / "config.yaml").write_text(yaml.safe_dump({"algo": "b", "task": "dmc:cheetah-run", "seed": 5, "steps": 100}))
+    expect = tmp_path / "expect.yaml"
+    expect.write_text(yaml.safe_dump({"algos": ["a", "b"], "tasks": ["dmc:cheetah-run"], "seeds": 2, "steps": 100}))
+    records, _ = load_runs([root])
+    expected = load_expected(expect)
+    report = missing_report(records, expected, target_steps(expected, records))
+    status = {(r.algo, r.seed): (r.status, r.last_step) for r in report.itertuples()}
+    assert status[("a", 1)] == ("unfinished", 40)
+    assert status[("b", 0)] == ("short", 60)
+    assert status[("b", 1)][0] == "missing"
+    assert status[("b", 5)][0] == "unusable"  # no eval.csv
+    assert ("a", 0) not in status
+    print_missing(report)
+    err = capsys.readouterr().err
+    assert "unfinished algo=a task=dmc:cheetah-run seed=1 reached step 40" in err
+    assert "missing    algo=b task=dmc:cheetah-run seed=1" in err
+    tidy, missing = gather([root], tmp_path / "out", expect=expect, quiet=True)
+    assert (tmp_path / "out" / "missing_runs.csv").exists()
+    assert len(pd.read_csv(tmp_path / "out" / "missing_runs.csv")) == len(report) == 4
+    assert set(tidy["algo"]) == {"a", "b"}
+    with pytest.raises(AnalysisError, match="steps has no entry"):
+        ExpectedStudy.from_mapping({"algos": ["a"], "tasks": ["dmc:x-y"], "seeds": [0], "steps": {"dmc:z-w": 1}})
+
+
+def test_duplicates_are_an_error_and_force_backups_are_skipped(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "a", "dmc:cheetah-run", 0, 100, 50)
+    backup = root / "old" / "seed0.replaced-20250101-000000"
+    backup.mkdir(parents=True)
+    (backup / "config.yaml").write_text(yaml.safe_dump({"algo": "a", "task": "dmc:cheetah-run", "seed": 0,
+                                                        "steps": 100}))
+    records, backups = load_runs([root])
+    assert len(records) == 1 and backups == [backup]
+    write_run(root / "copy", "a", "dmc:cheetah-run", 0, 100, 50)
+    with pytest.raises(AnalysisError, match="more than one run directory"):
+        load_runs([root])
+
+
+def test_unequal_seed_counts_use_the_lowest_seeds(small_study):
+    records, _ = load_runs([small_study])
+    tidy = add_scores(runs_to_tidy(records), load_normalisation(None))
+    final = final_scores(tidy, {t: 1000 for t in tidy["task"].unique()})
+    assert not final[(final["algo"] == "sac") & (final["seed"] == 2) & (final["task"] == "dmc:cheetah-run")][
+        "counted"].any()
+    s = build_score_set(final, ["flowrl", "sac", "td3"], sorted(tidy["task"].unique()), "all")
+    assert s.matrices["flowrl"].shape == (3, 3)
+    assert s.matrices["sac"].shape == (2, 3)  # one cheetah seed unfinished -> 2 runs on every task
+    assert s.seeds["sac"]["dmc:dog-run"] == [0, 1]
+    assert s.matrices["td3"].shape == (2, 3)
+    assert any("sac: 2 run(s) per task used" in n for n in s.notes)
+    expected = final[(final["algo"] == "sac") & (final["task"] == "dmc:dog-run") & final["seed"].isin([0, 1])]
+    np.testing.assert_allclose(np.sort(s.matrices["sac"][:, s.tasks.index("dmc:dog-run")]),
+                               np.sort(expected["score"]))
+
+
+# ----------------------------------------------------------------------------------- references
+def test_reference_import_both_formats(tmp_path):
+    tdmpc = tmp_path / "tdmpc2_results"
+    (tdmpc / "sac").mkdir(parents=True)
+    (tdmpc / "tdmpc2").mkdir()
+    (tdmpc / "sac" / "dog-run.csv").write_text("step,reward,seed\n0,5.0,1\n100000,50.0,1\n0,6.0,2\n100000,70.0,2\n")
+    (tdmpc / "tdmpc2" / "cup-catch.csv").write_text("step,reward,seed\n0,1.0,1\n100000,900.0,1\n")
+    (tdmpc / "tdmpc2" / "mw-push.csv").write_text("step,success,seed\n0,0.0,1\n")
+    simba = tmp_path / "simba.csv"
+    simba.write_text(",exp_name,env_name,seed,metric,env_step,value\n"
+                     "0,sac_simba,h1_walk_v0,9000,avg_return,0.0,2.0\n"
+                     "1,sac_simba,h1_walk_v0,9000,avg_success,0.0,0.0\n"
+                     "2,sac_simba,h1_walk_v0,9000,avg_return,50000.0,300.0\n"
+                     "3,sac_simba,dog_run,4000,avg_return,50000.0,40.0\n"
+                     "4,sac_simba,dog_run,4000,unique_coordinates,50000.0,3.0\n")
+    ref, notes = load_references([tdmpc, simba])
+    assert ref["reference"].all()
+    got = {(r.algo, r.task, r.seed, r.step): r["return"] for _, r in ref.iterrows() for r in [r]}
+    assert got[("sac", "dmc:dog-run", 2, 100000)] == 70.0
+    assert got[("tdmpc2", "dmc:ball_in_cup-catch", 1, 100000)] == 900.0
+    assert got[("sac_simba", "hb:h1-walk-v0", 9000, 50000)] == 300.0
+    assert got[("sac_simba", "dmc:dog-run", 4000, 50000)] == 40.0
+    walk0 = ref[(ref["task"] == "hb:h1-walk-v0") & (ref["step"] == 0)]
+    assert walk0["success"].iloc[0] == 0.0 and walk0["return"].iloc[0] == 2.0
+    assert any("mw-push" in n for n in notes)  # Meta-World has no equivalent here: skipped loudly
+    only, notes = load_references([tdmpc, simba], study_tasks={"dmc:dog-run"})
+    assert set(only["task"]) == {"dmc:dog-run"} and any("outside this study" in n for n in notes)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(AnalysisError, match="unrecognised columns"):
+        load_references([bad])
+
+
+def test_external_task_names_map_to_ours():
+    cases = {"dog-run": "dmc:dog-run", "dog_run": "dmc:dog-run", "cup-catch": "dmc:ball_in_cup-catch",
+             "finger-turn-easy": "dmc:finger-turn_easy", "finger-turn_hard": "dmc:finger-turn_hard",
+             "cartpole_balance_sparse": "dmc:cartpole-balance_sparse", "ball_in_cup-catch": "dmc:ball_in_cup-catch",
+             "h1-walk-v0": "hb:h1-walk-v0", "h1_sit_simple_v0": "hb:h1-sit_simple-v0",
+             "h1hand-sit_simple-v0": "hb:h1hand-sit_simple-v0", "h1strong-highbar-hard-v0": "hb:h1strong-highbar_hard-v0",
+             "Humanoid-v4": "gym:Humanoid-v4", "mw-push": None, "myo-key-turn": None, "dmc:dog-run": "dmc:dog-run"}
+    for name, expected in cases.items():
+        assert map_external_task(name) == expected, name
+    assert group_of("dmc:dog-run") == "DMC hard" and group_of("dmc:cheetah-run") == "DMC easy"
+    assert ablation_families(["flowrl", "flowrl-no-w2", "flowrl-steps5", "sac"]) == {
+        "flowrl": ["flowrl", "flowrl-no-w2", "flowrl-steps5"]}
+
+
+# ----------------------------------------------------------------------------------- end to end
+def _png_ok(path: Path, expected_size: tuple[int, int] | None = None) -> None:
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    assert img[..., :3].std() > 0.01  # something was drawn
+    if expected_size:
+        assert (img.shape[1], img.shape[0]) == expected_size
+
+
+def test_small_study_end_to_end(small_study, tmp_path):
+    refs = tmp_path / "refs" / "sac"
+    refs.mkdir(parents=True)
+    (refs / "dog-run.csv").write_text("step,reward,seed\n0,5,1\n500,200,1\n1000,300,1\n5000,900,1\n")
+    timing = tmp_path / "timing.csv"
+    timing.write_text("algo,task,train_hours,inference_ms\nflowrl,dmc:dog-run,2.0,0.5\nsac,dmc:dog-run,1.0,0.3\n")
+    out = tmp_path / "out"
+    result = analyse(runs=[small_study], out=out, reps=60, seed=1, references=[tmp_path / "refs"], timing=timing)
+
+    for rel in ("tidy.csv", "tidy.parquet", "missing_runs.csv", "summary.md", "tables/aggregate.tex",
+                "tables/per_task_final.md", "tables/probability_of_improvement.csv", "tables/curves_per_task.csv"):
+        assert (out / rel).exists(), rel
+    tidy = pd.read_parquet(out / "tidy.parquet")
+    assert {"algo", "task", "suite", "seed", "step", "return", "success", "score", "reference"} <= set(tidy.columns)
+    assert tidy.loc[tidy["reference"], "algo"].unique().tolist() == ["sac"]
+    assert tidy.loc[tidy["reference"], "step"].max() == 5000
+    # references never enter the statistics
+    assert len(result.aggregates[result.aggregates["set"] == "all tasks"]) == 3 * 4  # flowrl, sac, td3 x 4 metrics
+    main = result.score_sets["all tasks"]
+    assert main.algos == ["flowrl", "sac", "td3"] and main.matrices["sac"].shape == (2, 3)
+    assert "ablation: flowrl" in result.score_sets
+    # per-task table: mean of the final returns of counted runs
+    per_task = pd.read_csv(out / "tables" / "per_task_final.csv")
+    row = per_task[(per_task["task"] == "dmc:dog-run") & (per_task["algo"] == "flowrl")].iloc[0]
+    finals = tidy[(tidy["algo"] == "flowrl") & (tidy["task"] == "dmc:dog-run") & (tidy["step"] == 1000)
+                  & ~tidy["reference"]]["return"]
+    assert row["n_runs"] == 3 and row["return_mean"] == pytest.approx(finals.mean())
+    assert row["return_ci_low"] <= row["return_mean"] <= row["return_ci_high"]
+    sac_cheetah = per_task[(per_task["task"] == "dmc:cheetah-run") & (per_task["algo"] == "sac")].iloc[0]
+    assert sac_cheetah["n_runs"] == 2  # the unfinished seed is not in final scores
+    missing = pd.read_csv(out / "missing_runs.csv")
+    assert missing[["algo", "seed", "status"]].values.tolist() == [["sac", 2, "unfinished"]]
+    tex = (out / "tables" / "aggregate.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and "flowrl" in tex
+    summary = (out / "summary.md").read_text()
+    assert "1 run(s) missing or incomplete" in summary and "Runs used" in summary
+    # curves: references are flagged and cut at our last step; n is recorded per point
+    curves = pd.read_csv(out / "tables" / "curves_per_task.csv")
+    ref_curve = curves[(curves["task"] == "dmc:dog-run") & curves["reference"]]
+    assert ref_curve["step"].tolist() == [0, 500, 1000]
+    sac = curves[(curves["task"] == "dmc:cheetah-run") & (curves["algo"] == "sac") & ~curves["reference"]]
+    assert sac.set_index("step").loc[500, "n"] == 3 and sac.set_index("step").loc[1000, "n"] == 2
+
+    figs = out / "figures"
+    for name in ("fig1_overview", "fig3_curves_dmc_easy", "fig3_curves_dmc_hard", "fig3_curves_humanoidbench",
+                 "fig4_ablation_flowrl", "fig7_all_tasks", "aggregate_intervals_all_tasks",
+                 "probability_of_improvement_flowrl", "probability_of_improvement_matrix", "performance_profile",
+                 "sample_efficiency"):
+        assert (figs / f"{name}.pdf").stat().st_size > 1000, name
+        _png_ok(figs / f"{name}.png")
+    _, _, w, h = curve_grid_size(3)  # fig7: 3 tasks in one row
+    assert (w, h) == (3.1 * 3 + 0.4, 2.4 + 1.2)
+    _png_ok(figs / "fig7_all_tasks.png", pixel_size(w, h))
+    _png_ok(figs / "fig3_curves_dmc_hard.png", pixel_size(*curve_grid_size(1)[2:]))
+
+    # the same inputs give the same numbers; a second run replaces only our own outputs
+    again = analyse(runs=[small_study], out=out, reps=60, seed=1, references=[tmp_path / "refs"], timing=timing)
+    pd.testing.assert_frame_equal(result.aggregates, again.aggregates)
+    pd.testing.assert_frame_equal(result.poi, again.poi)
+
+
+def test_cli_and_output_directory_safety(small_study, tmp_path, capsys):
+    out = tmp_path / "cli_out"
+    assert cli_main(["--runs", str(small_study), "--out", str(out), "--reps", "30", "--no-figures"]) == 0
+    assert (out / "summary.md").exists() and not (out / "figures").exists()
+    assert "unfinished algo=sac" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert cli_main(["--runs", str(small_study), "--out", str(foreign)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert cli_main(["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
+    with pytest.raises(AnalysisError, match="reps"):
+        AnalysisConfig(runs=[small_study], out=tmp_path / "o3", reps=1)
+
+
+def test_no_usable_runs_is_a_clear_error(tmp_path):
+    root = tmp_path / "runs"
+    d = root / "r"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"algo": "a", "task": "dmc:cheetah-run", "seed": 0, "steps": 10}))
+    with pytest.raises(AnalysisError, match="no usable runs"):
+        run_analysis(AnalysisConfig(runs=[root], out=tmp_path / "out", reps=20))
