@@ -26,8 +26,9 @@ Checks (each builds fresh agents with tiny networks; all together take seconds t
                  like the original (metrics, parameters, stochastic and deterministic actions)
   nan_free       thousands of updates on random data (rewards with std 10, random terminals) stay finite
   bandit         a one-step contextual bandit with reward -mean((u - u*(s))^2) in normalised action units
-                 (u* inside asymmetric bounds): the agent, through its own act/update and a small replay
-                 loop here, must close most of the gap between a random policy's return and the optimum 0
+                 (asymmetric bounds): trained through its own act/update by a small replay loop here, the
+                 agent's evaluation return must reach >= -0.06 (optimum 0, best state-independent action
+                 -0.235, random -0.56)
 
 Network sizes: `config=` overrides the agent's Config for every check. Without it, the class attribute
 `conformance_config` (a dict) is used if the agent defines one, else {"hidden_dim": 32} when Config has
@@ -63,9 +64,9 @@ class Budget:
 
     batch_size: int = 32
     nan_updates: int = 2000
-    bandit_updates: int = 2000
     bandit_batch_size: int = 64
-    bandit_pass_fraction: float = 0.9  # must close this fraction of the random-to-optimal return gap
+    bandit_updates: int = 4000
+    bandit_max_loss: float = 0.06  # pass: mean return >= -bandit_max_loss (random ~ -0.56, best constant action -0.235)
 
 
 @dataclass
@@ -246,10 +247,11 @@ def check_act(make: _Factory, budget: Budget) -> str:
                             raise ConformanceError(
                                 f"act() left the bounds [{spec.act_low}, {spec.act_high}]: min {a.min(0).values.tolist()}, "
                                 f"max {a.max(0).values.tolist()} ({where})")
-            if phase == "untrained":
-                changed = _first_difference(before, _tensors(agent))
+            if phase == "untrained":  # acting may advance generators and counters, never weights or optimisers
+                floats = lambda d: {k: v for k, v in d.items() if v.is_floating_point()}  # noqa: E731
+                changed = _first_difference(floats(before), floats(_tensors(agent)))
                 if changed:
-                    raise ConformanceError(f"act() changed the agent's state: {changed}")
+                    raise ConformanceError(f"act() changed the agent's parameters: {changed}")
     return "3 action spaces x batch sizes 1, 17 x obs scale 1, 100"
 
 
@@ -275,7 +277,8 @@ def check_update(make: _Factory, budget: Budget) -> str:
 
 
 def _train_and_act(agent: Agent, spec: EnvSpec, updates: int, batch_seed: int, rng_seed: int, device, budget, first_step=0):
-    """Updates on a fixed batch stream with torch's global RNG seeded; returns metrics and actions."""
+    """Updates on a fixed batch stream with torch's global RNG seeded, then a stochastic action and an
+    evaluation action (seeded as the runner seeds evaluations). Returns (metrics, actions, eval actions)."""
     g = torch.Generator().manual_seed(batch_seed)
     obs = torch.randn(9, spec.obs_dim, generator=torch.Generator().manual_seed(batch_seed + 1)).to(device)
     torch.manual_seed(rng_seed)
@@ -283,7 +286,10 @@ def _train_and_act(agent: Agent, spec: EnvSpec, updates: int, batch_seed: int, r
         _metric_values(agent.update(random_batch(spec, budget.batch_size, g, device, terminal_prob=0.1), first_step + i))
         for i in range(updates)
     ]
-    return metrics, _actions(agent, obs, False), _actions(agent, obs, True)
+    actions = _actions(agent, obs, False)
+    torch.manual_seed(rng_seed + 1)
+    agent.seed_evaluation(rng_seed + 1)
+    return metrics, actions, _actions(agent, obs, True)
 
 
 def check_determinism(make: _Factory, budget: Budget) -> str:
@@ -332,8 +338,11 @@ def check_checkpoint(make: _Factory, budget: Budget) -> str:
             f"a restored agent's update {first + 1} after loading differs from the original's ({a[0][first]} vs {b[0][first]}); "
             "state_dict must hold everything that affects training (optimisers, target nets, temperatures, "
             "counters, the agent's own generators)")
-    if not (torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])):
-        raise ConformanceError("a restored agent acts differently from the original after the same updates")
+    if not torch.equal(a[1], b[1]):
+        raise ConformanceError("a restored agent's exploration actions differ from the original's after the same updates")
+    if not torch.equal(a[2], b[2]):
+        raise ConformanceError("a restored agent's evaluation actions differ from the original's after the same updates "
+                               "(with torch's global RNG and seed_evaluation seeded alike)")
     diff = _first_difference(_tensors(original), _tensors(restored))
     if diff:
         raise ConformanceError(f"a restored agent's state drifted from the original's: {diff}")
@@ -364,17 +373,20 @@ def check_nan_free(make: _Factory, budget: Budget) -> str:
     return f"{budget.nan_updates} updates on random data"
 
 
-# The bandit: state s ~ U[-1, 1]^2; the best action in normalised units is u*(s) = 0.6 * (s_0 * s_1 + s_1, s_0),
-# inside the asymmetric bounds low=[-2, 0], high=[1, 3]; reward = -mean((u - u*)^2) (0 at the optimum).
+# The bandit: one-step episodes with state s ~ U[-1, 1]^2. In normalised action units u in [-1, 1]^2 (the
+# environment's bounds are the asymmetric low=[-2, 0], high=[1, 3]) the best action is
+# u*(s) = 0.75 * (s_1, sin(pi/2 * s_0)) and the reward is -mean((u - u*(s))^2), 0 at the optimum.
+# Reference returns: uniform random actions about -0.56, the best state-independent action (u = 0) -0.235.
 BANDIT = EnvSpec(obs_dim=2, act_dim=2, act_low=np.array([-2.0, 0.0]), act_high=np.array([1.0, 3.0]))
 
 
 def bandit_optimum(obs: torch.Tensor) -> torch.Tensor:
     """u*(s) in normalised [-1, 1] action units."""
-    return 0.6 * torch.stack([obs[:, 0] * obs[:, 1] + obs[:, 1], obs[:, 0]], dim=-1).clamp(-1, 1)
+    return torch.stack([0.75 * obs[:, 1], 0.75 * torch.sin(0.5 * math.pi * obs[:, 0])], dim=-1)
 
 
-def bandit_reward(agent_or_spec, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+def bandit_reward(obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """(B, 1) rewards for environment-unit actions."""
     low = torch.as_tensor(BANDIT.act_low, device=action.device)
     high = torch.as_tensor(BANDIT.act_high, device=action.device)
     unit = 2.0 * (action - low) / (high - low) - 1.0
@@ -382,49 +394,53 @@ def bandit_reward(agent_or_spec, obs: torch.Tensor, action: torch.Tensor) -> tor
 
 
 def solve_bandit(make: _Factory, budget: Budget, seed: int = 0) -> dict[str, float]:
-    """Train through act/update with a replay loop: 4 new transitions and 1 update per iteration after
-    256 random ones. Returns the evaluation returns of the random policy and of the trained agent."""
+    """Train an agent on the bandit through its own act/update, with a replay loop: 256 random transitions,
+    then per iteration 4 transitions from act(deterministic=False) and one update on a uniform batch.
+    Returns the mean evaluation return of the trained agent (act(deterministic=True)), of uniform random
+    actions and of the best constant action, on the same 512 held-out states."""
     spec, device = BANDIT, make.device
     agent = make(spec, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     low, high = torch.as_tensor(spec.act_low), torch.as_tensor(spec.act_high)
     capacity = 256 + 4 * budget.bandit_updates
-    obs_buf = torch.zeros(capacity, 2, device=device)
-    act_buf = torch.zeros(capacity, 2, device=device)
+    obs_buf = torch.zeros(capacity, spec.obs_dim, device=device)
+    act_buf = torch.zeros(capacity, spec.act_dim, device=device)
     rew_buf = torch.zeros(capacity, 1, device=device)
     size = 0
 
-    def add(obs, action):
+    def add(obs: torch.Tensor, action: torch.Tensor) -> None:
         nonlocal size
         n = obs.shape[0]
         obs_buf[size:size + n], act_buf[size:size + n] = obs, action
-        rew_buf[size:size + n] = bandit_reward(spec, obs, action)
+        rew_buf[size:size + n] = bandit_reward(obs, action)
         size += n
 
-    obs0 = (torch.rand(256, 2, generator=g) * 2 - 1).to(device)
-    add(obs0, (low + torch.rand(256, 2, generator=g) * (high - low)).to(device))
+    def states(n: int) -> torch.Tensor:
+        return (torch.rand(n, spec.obs_dim, generator=g) * 2 - 1).to(device)
+
+    add(states(256), (low + torch.rand(256, spec.act_dim, generator=g) * (high - low)).to(device))
     for i in range(budget.bandit_updates):
-        obs = (torch.rand(4, 2, generator=g) * 2 - 1).to(device)
+        obs = states(4)
         add(obs, agent.act(obs, deterministic=False))
         idx = torch.randint(0, size, (budget.bandit_batch_size,), generator=g).to(device)
-        o = obs_buf[idx]
+        o = obs_buf[idx]  # one-step episodes: next_obs is never bootstrapped (not_done = 0)
         agent.update(Batch(o, act_buf[idx], rew_buf[idx], o, torch.zeros_like(rew_buf[idx])), i)
 
-    eval_obs = (torch.rand(512, 2, generator=g) * 2 - 1).to(device)
-    random_actions = (low + torch.rand(512, 2, generator=g) * (high - low)).to(device)
+    eval_obs = states(512)
+    agent.seed_evaluation(seed)
     return {
-        "random": bandit_reward(spec, eval_obs, random_actions).mean().item(),
-        "agent": bandit_reward(spec, eval_obs, agent.act(eval_obs, deterministic=True)).mean().item(),
+        "agent": bandit_reward(eval_obs, agent.act(eval_obs, deterministic=True)).mean().item(),
+        "random": bandit_reward(eval_obs, (low + torch.rand(512, 2, generator=g) * (high - low)).to(device)).mean().item(),
+        "constant": bandit_reward(eval_obs, ((low + high) / 2).to(device).expand(512, -1)).mean().item(),
     }
 
 
 def check_bandit(make: _Factory, budget: Budget) -> str:
     r = solve_bandit(make, budget)
-    closed = (r["agent"] - r["random"]) / (0.0 - r["random"])
-    detail = f"return {r['agent']:.4f} (random {r['random']:.3f}, optimum 0): closed {100 * closed:.1f}% of the gap"
-    if closed < budget.bandit_pass_fraction:
-        raise ConformanceError(f"did not solve the contextual bandit in {budget.bandit_updates} updates: {detail}; "
-                               f"needed {100 * budget.bandit_pass_fraction:.0f}%")
+    detail = (f"return {r['agent']:.4f} after {budget.bandit_updates} updates (optimum 0, best constant action "
+              f"{r['constant']:.3f}, random {r['random']:.3f}; pass >= {-budget.bandit_max_loss})")
+    if r["agent"] < -budget.bandit_max_loss:
+        raise ConformanceError(f"did not solve the contextual bandit: {detail}")
     return detail
 
 
@@ -449,16 +465,19 @@ def run_check(agent: str | type, name: str, config: Mapping[str, Any] | Any | No
     cls = resolve_agent_class(agent)
     device = torch.device(device)
     start = time.perf_counter()
-    rng_state = torch.get_rng_state()
-    try:
-        make = _Factory(cls, resolve_config(cls, config), device)
-        detail, passed = CHECKS[name](make, budget or Budget()), True
-    except ConformanceError as exc:
-        detail, passed = str(exc), False
-    except Exception as exc:  # noqa: BLE001 - a crash inside the agent is a failed check, with its cause
-        detail, passed = f"raised {type(exc).__name__}: {exc}", False
-    finally:
-        torch.set_rng_state(rng_state)  # leave the caller's global RNG as it was
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks run fastest on one thread (and CI machines are small)
+    # The checks reseed torch's global RNG; fork it (and the device's) so the caller's streams are untouched.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            make = _Factory(cls, resolve_config(cls, config), device)
+            detail, passed = CHECKS[name](make, budget or Budget()), True
+        except ConformanceError as exc:
+            detail, passed = str(exc), False
+        except Exception as exc:  # noqa: BLE001 - a crash inside the agent is a failed check, with its cause
+            detail, passed = f"raised {type(exc).__name__}: {exc}", False
+        finally:
+            torch.set_num_threads(threads)
     return CheckResult(name, passed, time.perf_counter() - start, detail)
 
 
