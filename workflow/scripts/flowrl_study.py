@@ -1,0 +1,330 @@
+"""A study config: defaults, validation (schema + names + override keys), and the training jobs it implies.
+
+Used by the Snakefile (workflow/rules/common.smk) and by the tests; importable without Snakemake:
+
+    study = load_study(yaml.safe_load(open("config/default.yaml")))
+    for job in study.jobs(): print(job.algo, job.task, job.seeds)
+
+Run directories: runs/<study>/<algo>/<task_slug>/seed<seed>/ (task_slug: dmc:cartpole-balance ->
+dmc_cartpole-balance), where <algo> is the name used in `algos` (a registered algorithm or a variant).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "study.schema.yaml"
+
+DEFAULTS = {
+    "eval_every": 10_000,
+    "eval_episodes": 5,
+    "overrides": {},
+    "variants": {},
+    "seeds_per_job": 1,
+    "pack_mode": "auto",
+    "resources": {"gpu": 0, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
+    "suite_resources": {},
+    "software": {"activate": "", "hb_activate": ""},
+    "analysis": {"reps": 2000, "seed": 0, "extra_args": []},
+}
+
+# Settings the workflow sets itself for every run; a study may not override them.
+WORKFLOW_OWNED_KEYS = {"algo", "task", "seed", "steps", "eval_every", "eval_episodes"}
+
+
+class StudyError(ValueError):
+    """A study config that cannot run, with what to change."""
+
+
+def task_slug(task: str) -> str:
+    """'dmc:cartpole-balance' -> 'dmc_cartpole-balance' (same rule as flowrl.envs.task_slug)."""
+    suite, _, task_id = task.partition(":")
+    return f"{suite}_{re.sub(r'[^A-Za-z0-9._-]', '_', task_id)}"
+
+
+def override_args(overrides: dict) -> list[str]:
+    """{'agent.hidden_dim': 64, 'device': 'cpu'} -> ['agent.hidden_dim=64', 'device=cpu'] (YAML values)."""
+    args = []
+    for key, value in overrides.items():
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        if text.endswith("\n...") or text.endswith("..."):  # safe_dump of a scalar appends a document end marker
+            text = text.rsplit("\n", 1)[0].strip()
+        args.append(f"{key}={text}")
+    return args
+
+
+@dataclasses.dataclass
+class TrainJob:
+    """One training job: one algorithm (or variant) on one task for one or more seeds."""
+
+    algo: str  # name in `algos`: run directories are runs/<study>/<algo>/...
+    base_algo: str  # registered algorithm that flowrl-train runs
+    task: str
+    seeds: list[int]
+    steps: int
+    overrides: dict
+    resources: dict
+    pack_mode: str  # single | batched | parallel | sequential
+
+    @property
+    def slug(self) -> str:
+        return task_slug(self.task)
+
+    @property
+    def seeds_label(self) -> str:
+        return "-".join(str(s) for s in self.seeds)
+
+    @property
+    def suite(self) -> str:
+        return self.task.partition(":")[0]
+
+
+class Study:
+    def __init__(self, config: dict):
+        self.config = config
+        self.name: str = config["study"]
+        self.algos: list[str] = list(config["algos"])
+        self.tasks: list[str] = list(config["tasks"])
+        seeds = config["seeds"]
+        self.seeds: list[int] = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+        self.variants: dict = config["variants"]
+        self.seeds_per_job: int = config["seeds_per_job"]
+        self.pack_mode: str = config["pack_mode"]
+
+    # ------------------------------------------------------------------ per run settings
+    def base_algo(self, algo: str) -> str:
+        return self.variants[algo]["algo"] if algo in self.variants else algo
+
+    def steps_for(self, task: str) -> int:
+        steps = self.config["steps"]
+        return int(steps[task]) if isinstance(steps, dict) else int(steps)
+
+    def overrides_for(self, algo: str) -> dict:
+        """Study overrides, then the variant's; eval settings come from the study's own keys."""
+        out = {"eval_every": self.config["eval_every"], "eval_episodes": self.config["eval_episodes"]}
+        out.update(self.config["overrides"])
+        out.update(self.variants.get(algo, {}).get("overrides") or {})
+        return out
+
+    def resources_for(self, task: str, n_seeds: int, mode: str) -> dict:
+        res = dict(self.config["resources"])
+        res.update(self.config["suite_resources"].get(task.partition(":")[0], {}))
+        if mode in ("batched", "parallel"):  # every seed keeps its own replay buffer in memory
+            res["mem_mb"] = res["mem_mb"] * n_seeds
+        if mode == "parallel":
+            res["cpus_per_task"] = res["cpus_per_task"] * n_seeds
+        if mode == "sequential":
+            res["runtime"] = res["runtime"] * n_seeds
+        return res
+
+    def run_dir(self, algo: str, task: str, seed: int) -> str:
+        return f"runs/{self.name}/{algo}/{task_slug(task)}/seed{seed}"
+
+    # ------------------------------------------------------------------ jobs
+    def pack_mode_for(self, algo: str, n_seeds: int, gpu: int, batched_ok) -> str:
+        if n_seeds == 1:
+            return "single"
+        if self.pack_mode != "auto":
+            return self.pack_mode
+        if batched_ok(self.base_algo(algo)):
+            return "batched"
+        return "parallel" if gpu > 0 else "sequential"
+
+    def jobs(self, batched_ok=lambda algo: False) -> list[TrainJob]:
+        jobs = []
+        n = self.seeds_per_job
+        for algo in self.algos:
+            for task in self.tasks:
+                for i in range(0, len(self.seeds), n):
+                    seeds = self.seeds[i:i + n]
+                    gpu = self.resources_for(task, 1, "single").get("gpu", 0)
+                    mode = self.pack_mode_for(algo, len(seeds), gpu, batched_ok)
+                    jobs.append(TrainJob(algo, self.base_algo(algo), task, seeds, self.steps_for(task),
+                                         self.overrides_for(algo), self.resources_for(task, len(seeds), mode), mode))
+        return jobs
+
+    def expected(self) -> dict:
+        """What the analysis should find (flowrl.analysis --expect)."""
+        steps = self.config["steps"]
+        return {"algos": self.algos, "tasks": self.tasks, "seeds": self.seeds,
+                "steps": {t: self.steps_for(t) for t in self.tasks} if isinstance(steps, dict) else int(steps)}
+
+
+# ---------------------------------------------------------------------------------------- loading
+def with_defaults(config: dict) -> dict:
+    out = copy.deepcopy(dict(config))
+    for key, value in DEFAULTS.items():
+        if isinstance(value, dict) and key not in ("overrides", "variants", "suite_resources"):
+            merged = copy.deepcopy(value)
+            merged.update(out.get(key) or {})
+            out[key] = merged
+        else:
+            out.setdefault(key, copy.deepcopy(value))
+    return out
+
+
+def _where(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return f"config key '{path}'" if path else "config"
+
+
+def _schema_message(error) -> str:
+    if error.validator == "additionalProperties" and not error.absolute_path:
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{error.message}. Valid top-level keys: {', '.join(allowed)}"
+    if error.validator == "oneOf":
+        # e.g. seeds: 0 -> report the clearest branch
+        # report the branch that matched the value's type (e.g. "0 is less than the minimum of 1")
+        specific = [e for e in error.context if e.validator != "type"] or list(error.context) or [error]
+        best = min(specific, key=lambda e: len(e.message))
+        return f"{_where(error)}: {best.message} (expected {error.schema.get('description', 'see the schema')})"
+    return f"{_where(error)}: {error.message}"
+
+
+def validate_schema(config: dict) -> None:
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n".join(f"  - {_schema_message(e)}" for e in errors)
+        raise StudyError(f"study config for '{config.get('study', '?')}' is invalid "
+                         f"(schema: workflow/schemas/study.schema.yaml):\n{lines}")
+
+
+def check_names(study: Study, available_agents: list[str], validate_task) -> None:
+    """Algorithm, variant and task names; raises StudyError listing every problem."""
+    problems = []
+    for name, variant in study.variants.items():
+        if variant["algo"] not in available_agents:
+            problems.append(f"variant '{name}': unknown algorithm '{variant['algo']}' "
+                            f"(available: {', '.join(available_agents)})")
+        if name in available_agents and variant["algo"] != name:
+            problems.append(f"variant '{name}' shadows the registered algorithm '{name}'; give it another name")
+    for algo in study.algos:
+        if algo not in study.variants and algo not in available_agents:
+            import difflib
+
+            close = difflib.get_close_matches(algo, available_agents + list(study.variants), n=2, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            problems.append(f"algos: unknown algorithm '{algo}'.{hint} Registered: {', '.join(available_agents)}; "
+                            f"variants: {', '.join(study.variants) or 'none'}")
+    for task in study.tasks:
+        try:
+            validate_task(task)
+        except ValueError as exc:
+            problems.append(f"tasks: {exc}")
+    steps = study.config["steps"]
+    if isinstance(steps, dict):
+        absent = [t for t in study.tasks if t not in steps]
+        extra = [t for t in steps if t not in study.tasks]
+        if absent:
+            problems.append(f"steps: no budget for task(s) {absent}; give one per task or a single number")
+        if extra:
+            problems.append(f"steps: budget for task(s) {extra} that are not in tasks")
+    slugs: dict[str, str] = {}
+    for task in study.tasks:
+        if task_slug(task) in slugs:
+            problems.append(f"tasks: '{task}' and '{slugs[task_slug(task)]}' share the run directory name "
+                            f"{task_slug(task)}")
+        slugs[task_slug(task)] = task
+    for name, overrides in [("overrides", study.config["overrides"])] + [
+            (f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()]:
+        owned = sorted(WORKFLOW_OWNED_KEYS & set(overrides))
+        if owned:
+            problems.append(f"{name}: {owned} are set by the study itself (keys algos, tasks, seeds, steps, "
+                            "eval_every, eval_episodes); remove them from the overrides")
+    if problems:
+        raise StudyError(f"study '{study.name}' cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_overrides(study: Study, resolve) -> None:
+    """Resolve every (algorithm, task) run config so a bad override key or value fails before submission.
+
+    `resolve(settings_dict)` builds the run config (flowrl.config.resolve_config after nesting)."""
+    problems = []
+    first_task = study.tasks[0]
+    for job in study.jobs():
+        if job.seeds != study.seeds[:len(job.seeds)] or job.task != first_task:
+            continue  # the settings are the same for every task and seed pack of this algorithm
+        settings = {"algo": job.base_algo, "task": job.task, "seed": job.seeds[0], "steps": job.steps,
+                    **job.overrides}
+        try:
+            resolve(settings)
+        except (ValueError, TypeError) as exc:
+            where = f"variants.{job.algo}.overrides or overrides" if job.algo in study.variants else "overrides"
+            problems.append(f"{job.algo}: {exc} (check {where})")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise StudyError(f"study '{study.name}': run settings are invalid:\n" + "\n".join(f"  - {p}" for p in unique))
+
+
+def check_packing(study: Study, batched_ok) -> None:
+    if study.pack_mode != "batched" or study.seeds_per_job == 1:
+        return
+    bad = sorted({study.base_algo(a) for a in study.algos if not batched_ok(study.base_algo(a))})
+    if bad:
+        raise StudyError(f"pack_mode: batched, but {bad} cannot train several seeds as one batched model; "
+                         "use pack_mode: auto (batched where supported), parallel or sequential")
+
+
+TEXT_KEYS = {"study", "description", "algos", "tasks", "software", "extra_args", "algo", "pack_mode"}
+
+
+def normalize(value, key: str | None = None):
+    """Typed values for strings that came from the command line (snakemake --config seeds=[0,1] gives
+    ['0', '1']): numbers and booleans are parsed as YAML, as flowrl-train parses key=value overrides."""
+    if key in TEXT_KEYS:
+        return value
+    if isinstance(value, dict):
+        return {k: normalize(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if isinstance(parsed, (bool, int, float)) or parsed is None and value.strip() in ("null", "~"):
+            return parsed
+    return value
+
+
+def load_study(config: dict, semantic: bool = True) -> Study:
+    """Validate `config` (schema, then names/overrides when `semantic`) and return the Study."""
+    config = normalize(dict(config))
+    validate_schema(config)
+    study = Study(with_defaults(config))
+    if semantic:
+        import logging
+
+        root_handlers = list(logging.root.handlers)  # dm_control's absl adds a root handler on import
+        try:
+            from flowrl.agents.registry import available_agents
+            from flowrl.config import nest, resolve_config
+            from flowrl.envs import validate_task
+
+            check_names(study, available_agents(), validate_task)
+            check_overrides(study, lambda settings: resolve_config(nest(settings)))
+            check_packing(study, batched_supported)
+        finally:
+            logging.root.handlers[:] = root_handlers
+    return study
+
+
+def batched_supported(algo: str) -> bool:
+    try:
+        from flowrl.multiseed import supports_members
+    except ImportError:
+        return False
+    return supports_members(algo)
+
+
+def shell_quote_all(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)

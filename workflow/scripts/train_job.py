@@ -1,0 +1,145 @@
+"""Run one workflow training job: one algorithm on one task for one or more seeds, then write the job marker.
+
+    python workflow/scripts/train_job.py --algo flowrl --task dmc:cartpole-balance --seeds 0 1 2 --steps 20000 \
+        --run-dir 'runs/default/flowrl/dmc_cartpole-balance/seed{seed}' --mode batched \
+        --marker runs/default/jobs/flowrl/dmc_cartpole-balance/seeds-0-1-2.done -- agent.hidden_dim=64
+
+Each seed trains into its own run directory with `python -m flowrl` (flowrl-train); a finished run (DONE) is
+skipped by the runner, an unfinished one resumes from its newest checkpoint. Modes: single / batched (one
+process, --seeds) / parallel (one process per seed) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed
+on to the training processes, which checkpoint and stop; this script then exits non-zero without writing
+the marker, so Snakemake reruns the job later (and the runs resume).
+
+The marker (the Snakemake output) is written only when every seed's run directory holds DONE. It is the
+workflow's own file: Snakemake may delete it (failed job, --forcerun) without touching any run.
+
+While it trains, the job holds an exclusive lock (<marker without .done>.lock, next to the marker), so a
+second job for the same runs (e.g. Snakemake restarted while the first still runs on SLURM) stops at once
+instead of training into the same directories.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--algo", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--run-dir", required=True, help="run directory pattern containing {seed}")
+    p.add_argument("--mode", choices=["single", "batched", "parallel", "sequential"], default="single")
+    p.add_argument("--marker", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value settings for flowrl-train")
+    return p.parse_args(argv)
+
+
+def train_command(args, seeds: list[int]) -> list[str]:
+    cmd = [sys.executable, "-m", "flowrl", "--algo", args.algo, "--task", args.task, "--steps", str(args.steps),
+           "--no-progress"]
+    if len(seeds) == 1:
+        cmd += ["--seed", str(seeds[0]), "--out", args.run_dir.format(seed=seeds[0])]
+    else:
+        cmd += ["--seeds", *map(str, seeds), "--out", args.run_dir]
+    return cmd + list(args.overrides)
+
+
+class Children:
+    """Training processes; signals received here are forwarded to them."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+        self.signum: int | None = None
+        for sig in FORWARDED:
+            signal.signal(sig, self._forward)
+
+    def _forward(self, signum, _frame):
+        self.signum = signum
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    def start(self, cmd: list[str]) -> subprocess.Popen:
+        print("+ " + " ".join(cmd), flush=True)
+        proc = subprocess.Popen(cmd)
+        self.procs.append(proc)
+        return proc
+
+    def wait_all(self) -> int:
+        codes = [p.wait() for p in self.procs]
+        return max(codes, default=0)
+
+
+def take_lock(path: Path):
+    """An exclusive flock on `path` (kept open until exit), or exit 75 naming the job that holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        print(f"train_job.py: another job is training these runs ({holder}); not starting a second one. "
+              "Wait for it to finish (or cancel it), then run the workflow again.", flush=True)
+        raise SystemExit(75)
+    except OSError as exc:  # a file system without locks (e.g. Lustre mounted without -o flock)
+        print(f"train_job.py: warning: cannot lock {path} ({exc}); not guarding against a second job", flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"host={os.uname().nodename} pid={os.getpid()} slurm_job={os.environ.get('SLURM_JOB_ID', '-')}\n")
+    handle.flush()
+    return handle
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if "{seed}" not in args.run_dir:
+        raise SystemExit("train_job.py: --run-dir must contain {seed}")
+    lock = take_lock(Path(args.marker).with_suffix(".lock"))  # noqa: F841  (held until the process exits)
+    print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} host={os.uname().nodename} "
+          f"slurm_job={os.environ.get('SLURM_JOB_ID', '-')} algo={args.algo} task={args.task} seeds={args.seeds} "
+          f"mode={args.mode}", flush=True)
+    children = Children()
+    if args.mode in ("single", "batched"):
+        children.start(train_command(args, args.seeds))
+        rc = children.wait_all()
+    elif args.mode == "parallel":
+        for seed in args.seeds:
+            children.start(train_command(args, [seed]))
+        rc = children.wait_all()
+    else:  # sequential
+        rc = 0
+        for seed in args.seeds:
+            if children.signum is not None:
+                break
+            children.start(train_command(args, [seed]))
+            rc = max(rc, children.procs[-1].wait())
+    if children.signum is not None:
+        print(f"train_job.py: stopped by signal {children.signum}; rerun the workflow to resume", flush=True)
+        return rc or 128 + children.signum
+    missing = [s for s in args.seeds if not (Path(args.run_dir.format(seed=s)) / "DONE").is_file()]
+    if rc != 0 or missing:
+        print(f"train_job.py: exit status {rc}; seeds without DONE: {missing}", flush=True)
+        return rc or 1
+    marker = Path(args.marker)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    runs = {str(s): args.run_dir.format(seed=s) for s in args.seeds}
+    marker.write_text(json.dumps({"algo": args.algo, "task": args.task, "runs": runs,
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
+    print(f"=== done: {', '.join(runs.values())}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
