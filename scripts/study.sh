@@ -8,5 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"  # workflow jobs run `python` from PATH: the venv's
 export MUJOCO_GL=${MUJOCO_GL:-disable}
 exec .venv/bin/snakemake "$@"

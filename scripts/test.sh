@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"  # workflow jobs run `python` from PATH: the venv's
 if [ -f scripts/slurm-local.sh ] && [ "${FLOWRL_SKIP_SLURM:-0}" != 1 ]; then
   bash scripts/slurm-local.sh start || echo "test.sh: could not start a local SLURM; SLURM tests will skip"
 fi
