@@ -298,19 +298,7 @@ def test_qvpo_targets_move_every_update():
 
 
 # ----------------------------------------------------------------------------------- learning on a real task
-def random_policy_return(task, episodes=5):
-    from flowrl.envs import make_env
-
-    env, rng, returns = make_env(task), np.random.default_rng(0), []
-    for ep in range(episodes):
-        env.reset(ep)
-        total, done = 0.0, False
-        while not done:
-            s = env.step(rng.uniform(env.spec.act_low, env.spec.act_high))
-            total, done = total + s.reward, s.terminated or s.truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns)), float(np.std(returns))
+from test_learning import random_policy_return  # noqa: E402 - shared with FlowRL's learning check
 
 
 # CPU-sized budgets. SAC and TD3 move their targets slowly (tau 0.005), so they need more steps than FlowRL

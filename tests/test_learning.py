@@ -17,6 +17,7 @@ def random_policy_return(task, episodes=5):
             s = env.step(rng.uniform(env.spec.act_low, env.spec.act_high))
             total, done = total + s.reward, s.terminated or s.truncated
         returns.append(total)
+    env.close()
     return float(np.mean(returns)), float(np.std(returns))
 
 
