@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import TwinQ, mlp, polyak_update
+from flowrl.networks import Mish, TwinQ, mlp, polyak_update
 
 
 @dataclasses.dataclass
@@ -124,7 +124,7 @@ class NoiseModel(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, c: QVPOConfig):
         super().__init__()
         self.time_dim = c.time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden_dim), nn.Mish(), nn.Linear(c.hidden_dim, c.time_dim))
+        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden_dim), Mish(), nn.Linear(c.hidden_dim, c.time_dim))
         self.net = mlp(act_dim + c.time_dim + obs_dim, [c.hidden_dim] * c.hidden_layers, act_dim, act="mish")
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
@@ -202,8 +202,8 @@ class QVPO(Agent):
             net.to(self.device)
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, eps=c.adam_eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, eps=c.adam_eps)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, eps=c.adam_eps, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, eps=c.adam_eps, fused=True)
 
     # ----------------------------------------------------------------------------- acting
     @staticmethod

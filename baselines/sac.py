@@ -105,9 +105,9 @@ class SAC(Agent):
 
         self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_alpha), device=self.device))
         self.target_entropy = float(-a if c.target_entropy is None else c.target_entropy)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.lr)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=c.lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr, fused=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.lr, fused=True)
 
     # ----------------------------------------------------------------------------- acting
     @torch.no_grad()

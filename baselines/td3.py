@@ -71,8 +71,8 @@ class TD3(Agent):
             net.to(self.device)
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr, fused=True)
 
     # ----------------------------------------------------------------------------- acting
     @torch.no_grad()

@@ -38,6 +38,12 @@ def _peak_mib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _warmup(device) -> int:
+    # CUDA: enough eager updates for FlowRL's graphs (graph_warmup per phase, then capture) and for the
+    # official code's compiled functions (inductor records its CUDA graphs on their first calls).
+    return 16 if device.type == "cuda" else 3
+
+
 def _timed(fn, n, device, warmup=3):
     for i in range(warmup):
         fn(i)
@@ -89,11 +95,11 @@ def measure_updates(algo, task, device_name, n_updates, batch_size, n_seeds=1, a
     else:
         def step(i):
             agent.update(buffers[0].sample(batch_size), i)
-    ups = _timed(step, n_updates, device)
+    ups = _timed(step, n_updates, device, _warmup(device))
     return {"updates_per_s": ups, "peak_mib": _peak_mib(device)}
 
 
-def measure_official(task, device_name, n_updates, batch_size):
+def measure_official(task, device_name, n_updates, batch_size, compile_=None):
     import torch
 
     from official_style import OfficialStyleFlowRL, filled_replay
@@ -101,19 +107,22 @@ def measure_official(task, device_name, n_updates, batch_size):
     device = torch.device(device_name)
     spec = _spec(task)
     torch.manual_seed(0)
-    agent = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device)
+    agent = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=compile_)
     memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
-    ups = _timed(lambda i: agent.update(memory, batch_size, i), n_updates, device)
+    ups = _timed(lambda i: agent.update(memory, batch_size, i), n_updates, device, _warmup(device))
     return {"updates_per_s": ups, "peak_mib": _peak_mib(device)}
 
 
-def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=None):
-    """Training steps/s once learning runs (act + update + env step), from train.csv's last window."""
+def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=None, n_seeds=1):
+    """Training steps/s once learning runs (act + update + env step), from train.csv's last window.
+    n_seeds > 1: that many seeds in lockstep as one batched model, environments in their own processes;
+    the rate is each seed's (all seeds advance together)."""
     import logging
 
     import torch
 
     from flowrl.config import resolve_config
+    from flowrl.multiseed import train_seeds
     from flowrl.train import train
 
     logging.getLogger("flowrl").setLevel(logging.WARNING)
@@ -123,8 +132,12 @@ def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=N
                           "log_every": n_steps, "checkpoint_every": 0, "progress": False, "device": device_name,
                           "agent": overrides or {}})
     with tempfile.TemporaryDirectory() as d:
-        train(cfg, f"{d}/run")
-        rows = list(csv.DictReader(open(f"{d}/run/train.csv")))
+        if n_seeds > 1:
+            train_seeds(cfg, list(range(n_seeds)), [f"{d}/seed{s}" for s in range(n_seeds)], env_processes=True)
+            rows = list(csv.DictReader(open(f"{d}/seed0/train.csv")))
+        else:
+            train(cfg, f"{d}/run")
+            rows = list(csv.DictReader(open(f"{d}/run/train.csv")))
     return {"steps_per_s": float(rows[-1]["env_steps_per_s"]), "peak_mib": _peak_mib(torch.device(device_name))}
 
 
@@ -151,12 +164,16 @@ def _child(conn, fn, args):
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def isolated(fn, *args):
+def isolated(fn, *args, timeout=None):
     """Run fn(*args) in a fresh process (own peak memory); returns its dict of numbers."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     p = ctx.Process(target=_child, args=(child, fn, args))
     p.start()
+    if not parent.poll(timeout):
+        p.kill()
+        p.join()
+        return {"error": f"no result within {timeout} s"}
     out = parent.recv()
     p.join()
     return out
@@ -173,6 +190,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=4, help="N for the N-seeds-in-one-process measurement")
     ap.add_argument("--amp", default="auto", help="FlowRL autocast setting: auto (bf16 on CUDA), off, bf16")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
+                    "(its torch.compile max-autotune takes minutes on a GPU)")
     args = ap.parse_args()
 
     import torch
@@ -193,21 +212,45 @@ def main():
             print(f"{algo:22} {u['updates_per_s']:>10.1f} {e.get('steps_per_s', float('nan')):>12.1f} "
                   f"{max(u['peak_mib'], e.get('peak_mib', 0)):>9.0f}")
             if algo == "flowrl":
-                flow_ups = u["updates_per_s"]
+                flow_ups, flow_e2e = u["updates_per_s"], e.get("steps_per_s")
         if "flowrl" in args.algos:
-            off = isolated(measure_official, args.task, dev, args.updates, args.batch_size)
-            if "error" in off:
-                print(f"{'official-style FlowRL':22} error: {off['error']}")
-            else:
-                print(f"{'official-style FlowRL':22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}")
-                print(f"ours / official-style updates/s: {flow_ups / off['updates_per_s']:.2f}x")
+            variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
+            if dev == "cpu" and args.amp != "bf16":
+                variants["flowrl, amp=bf16"] = {"amp": "bf16"}  # the official code's precision (it autocasts on CUDA)
+            for name, over in variants.items():
+                v = isolated(measure_updates, "flowrl", args.task, dev, args.updates, args.batch_size, 1, args.amp, over)
+                if "error" not in v:
+                    print(f"{name:22} {v['updates_per_s']:>10.1f} {'':>12} {v['peak_mib']:>9.0f}   "
+                          f"({v['updates_per_s'] / flow_ups:.2f}x the default)")
+                    variants[name] = v
+            official = [("official-style FlowRL", None)] + ([("official-style, eager", False)] if dev == "cuda" else [])
+            for name, compile_ in official:
+                off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
+                               timeout=args.official_timeout)
+                if "error" in off:
+                    print(f"{name:22} error: {off['error']}")
+                    continue
+                print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}")
+                print(f"  ours / {name} updates/s: {flow_ups / off['updates_per_s']:.2f}x"
+                      + "".join(f"; {k}: {v['updates_per_s'] / off['updates_per_s']:.2f}x"
+                                for k, v in variants.items() if isinstance(v, dict) and "updates_per_s" in v))
             multi = isolated(measure_updates, "flowrl", args.task, dev, max(3, args.updates // 2), args.batch_size,
                              args.seeds, args.amp)
-            if "error" not in multi:
+            if "error" in multi:
+                print(f"flowrl x{args.seeds} seeds batched: error: {multi['error']}")
+            else:
                 ratio = flow_ups / multi["updates_per_s"]
                 print(f"flowrl x{args.seeds} seeds batched: {multi['updates_per_s']:.1f} updates/s of all seeds together, "
                       f"wall time per update {ratio:.2f}x one seed's ({args.seeds / ratio:.2f}x the seed-throughput), "
                       f"peak {multi['peak_mib']:.0f} MiB")
+            if not args.skip_e2e and flow_e2e:
+                e_multi = isolated(measure_end_to_end, "flowrl", args.task, dev, args.e2e_steps, args.batch_size, None,
+                                   args.seeds)
+                if "error" in e_multi:
+                    print(f"flowrl x{args.seeds} seeds end to end: error: {e_multi['error']}")
+                else:
+                    print(f"flowrl x{args.seeds} seeds end to end (env processes): {e_multi['steps_per_s']:.1f} steps/s "
+                          f"per seed, wall time per step {flow_e2e / e_multi['steps_per_s']:.2f}x one seed's")
 
 
 if __name__ == "__main__":

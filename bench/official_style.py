@@ -2,8 +2,9 @@
 
 Written for this benchmark from a reading of github bytedance/FlowRL (model/algo.py, model/model.py,
 utilis/Replaybuffer.py): the same network layouts and sizes, losses, update order and published
-settings (hidden 512, batch 256, lr 3e-4, tau 0.95, delayed updates every 2, bf16 autocast and
-torch.compile on CUDA), and its replay: a Python list of transition tuples sampled with
+settings (hidden 512, batch 256, lr 3e-4, tau 0.95, delayed updates every 2, bf16 autocast on CUDA,
+and torch.compile(mode="max-autotune") of the five critic/value networks and of the two update functions,
+as its model/algo.py does), and its replay: a Python list of transition tuples sampled with
 `random.sample` (80% uniform, 20% from the last 2048), stacked with NumPy and copied to the device
 every update. Nothing here is used for training; it only exists to be timed.
 """
@@ -100,6 +101,10 @@ class ListReplay:
 
 
 class OfficialStyleFlowRL:
+    """compile_: None = as the official code on CUDA (networks and update functions, max-autotune), none on CPU
+    (the official code compiles there too; its max-autotune compile takes many minutes on a 2-core CPU and is
+    left out of the CPU comparison); True/False force it."""
+
     def __init__(self, obs_dim, act_dim, device, hidden=512, steps=1, compile_=None):
         self.device = torch.device(device)
         self.gamma, self.tau, self.quantile, self.lam = 0.99, 0.95, 0.9, 0.1
@@ -116,6 +121,8 @@ class OfficialStyleFlowRL:
             mode = "max-autotune"
             for name in ("critic", "critic_target", "critic_buffer", "critic_target_buffer", "value"):
                 setattr(self, name, torch.compile(getattr(self, name), mode=mode))
+            self.update_critic = torch.compile(self.update_critic, mode=mode)
+            self.update_policy = torch.compile(self.update_policy, mode=mode)
 
     def _ac(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -126,13 +133,8 @@ class OfficialStyleFlowRL:
         self.scaler.step(opt)
         self.scaler.update()
 
-    def update(self, memory, batch_size, updates):
-        s, a, r, s2, m = memory.sample(batch_size)
-        s, a, s2 = (torch.FloatTensor(x).to(self.device) for x in (s, a, s2))
-        r = torch.FloatTensor(r).to(self.device).unsqueeze(1)
-        m = torch.FloatTensor(m).to(self.device).unsqueeze(1)
-        a0 = torch.randn_like(a).clamp(-1, 1)
-        critic_opt, buffer_opt, value_opt, policy_opt = self.opts
+    def update_critic(self, s, a, r, s2, m):
+        critic_opt, buffer_opt, value_opt, _ = self.opts
         with self._ac():
             with torch.no_grad():
                 target = r + m * self.gamma * torch.min(*self.critic_target(s2, self.policy.sample(s2)))
@@ -154,17 +156,28 @@ class OfficialStyleFlowRL:
             w = torch.where(err < 0, 1 - self.quantile, self.quantile)
             loss = (w * err ** 2).float().mean()
         self._step(value_opt, loss)
-        q_buffer = q_buffer.detach().clone()
+        return q_buffer.detach().clone()
+
+    def update_policy(self, s, a, a0, q_buffer):
+        with self._ac():
+            pi = self.policy.sample(s)
+            q_pi = torch.min(*self.critic(s, pi))
+            w = torch.relu(q_buffer - q_pi.clone()).detach()
+            w = (self.lam * torch.exp(w - w.mean())).clamp(1e-3, 1)
+            t = torch.rand(a.shape[0], 1, device=self.device)
+            cfm = F.mse_loss(self.policy(s, t * a + (1 - t) * a0, t), a - a0)
+            loss = (-q_pi + w * cfm).mean()
+        self._step(self.opts[3], loss)
+
+    def update(self, memory, batch_size, updates):
+        s, a, r, s2, m = memory.sample(batch_size)
+        s, a, s2 = (torch.FloatTensor(x).to(self.device) for x in (s, a, s2))
+        r = torch.FloatTensor(r).to(self.device).unsqueeze(1)
+        m = torch.FloatTensor(m).to(self.device).unsqueeze(1)
+        a0 = torch.randn_like(a).clamp(-1, 1)
+        q_buffer = self.update_critic(s, a, r, s2, m)
         if updates % 2 == 0:
-            with self._ac():
-                pi = self.policy.sample(s)
-                q_pi = torch.min(*self.critic(s, pi))
-                w = torch.relu(q_buffer - q_pi.clone()).detach()
-                w = (self.lam * torch.exp(w - w.mean())).clamp(1e-3, 1)
-                t = torch.rand(a.shape[0], 1, device=self.device)
-                cfm = F.mse_loss(self.policy(s, t * a + (1 - t) * a0, t), a - a0)
-                loss = (-q_pi + w * cfm).mean()
-            self._step(policy_opt, loss)
+            self.update_policy(s, a, a0, q_buffer)
             with torch.no_grad():
                 for tgt, src in ((self.critic_target, self.critic), (self.critic_target_buffer, self.critic_buffer)):
                     for pt, ps in zip(tgt.parameters(), src.parameters()):

@@ -48,6 +48,8 @@ class FlowRLConfig:
     exploration_noise: float = 0.0  # code's epsilon: + clip(U[0,1) * 0.01 * eps, +-0.25), eps *= 0.8 every 1e5 acts
     eval_noise: Literal["sample", "zero"] = "sample"  # code evaluates from fresh noise; "zero" integrates from a_0 = 0
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast: "auto" = on CUDA only (code); "bf16" forces it, CPU too
+    cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph (same numbers as eager; no effect on CPU)
+    graph_warmup: int = 3  # eager updates per graph before it is captured (lazy init of optimiser state, cuBLAS)
 
     def __post_init__(self):
         checks = {
@@ -62,6 +64,7 @@ class FlowRLConfig:
             "weight_min": 0 <= self.weight_min <= self.weight_max,
             "noise_clip": self.noise_clip > 0,
             "exploration_noise": self.exploration_noise >= 0,
+            "graph_warmup": self.graph_warmup >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -165,10 +168,15 @@ class FlowRL(Agent):
         for target in (self.critic_target, self.buffer_critic_target):
             target.requires_grad_(False)
 
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
-        self.buffer_critic_opt = torch.optim.Adam(self.buffer_critic.parameters(), lr=c.lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.lr)
+        # Fused Adam: one kernel per step instead of a dozen per tensor (4x faster on this project's CPU), the same
+        # update rule. Capturable keeps its step counter on the device so the step can live inside a CUDA graph.
+        self.graphed = c.cuda_graphs and self.device.type == "cuda"
+        adam = dict(lr=c.lr, fused=True, capturable=self.graphed)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), **adam)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), **adam)
+        self.buffer_critic_opt = torch.optim.Adam(self.buffer_critic.parameters(), **adam)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), **adam)
+        self._graphs = _GraphedUpdate(self) if self.graphed else None
 
         self.scale = (self.act_high - self.act_low) / 2.0
         self.bias = (self.act_high + self.act_low) / 2.0
@@ -198,23 +206,25 @@ class FlowRL(Agent):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def sample(self, obs: torch.Tensor, zero_noise: bool = False, generators=None) -> torch.Tensor:
+    def flow_noise(self, batch_size: int, generators=None) -> torch.Tensor:
+        """a_0 ~ clip(N(0, I), -noise_clip, noise_clip) per member: (n, B, act_dim)."""
+        a0 = self._draw(torch.randn, (batch_size, self.spec.act_dim), generators or self.generators)
+        return a0.clamp(-self.config.noise_clip, self.config.noise_clip)
+
+    def sample(self, obs: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
         """Integrate the flow from a_0 and squash into the action bounds (differentiable). obs: (n, B, obs_dim)."""
-        shape = (obs.shape[1], self.spec.act_dim)
-        if zero_noise:
-            a0 = torch.zeros((self.n, *shape), device=self.device)
-        else:
-            a0 = self._draw(torch.randn, shape, generators or self.generators)
-            a0 = a0.clamp(-self.config.noise_clip, self.config.noise_clip)
         x = self.policy.integrate(obs, a0, self.config.flow_steps)
         return torch.tanh(x) * self.scale + self.bias
 
     @torch.no_grad()
     def act_members(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions (n, B, act_dim) for observations (n, B, obs_dim)."""
-        zero = deterministic and self.config.eval_noise == "zero"
+        if deterministic and self.config.eval_noise == "zero":
+            a0 = torch.zeros((self.n, obs.shape[1], self.spec.act_dim), device=self.device)
+        else:
+            a0 = self.flow_noise(obs.shape[1], self.eval_generators if deterministic else None)
         with self._autocast():
-            action = self.sample(obs, zero, self.eval_generators if deterministic else None).float()
+            action = self.sample(obs, a0).float()
         if not deterministic and self.config.exploration_noise > 0:
             self.act_calls += 1
             if self.act_calls % 100_000 == 0:
@@ -271,17 +281,34 @@ class FlowRL(Agent):
         metrics = self.update_members(Batch(*(x.unsqueeze(0) for x in batch)), step)
         return {k: v[0] for k, v in metrics.items()}
 
+    def update_noise(self, batch_size: int, policy_phase: bool) -> dict[str, torch.Tensor]:
+        """Every random draw of one update, per member and in the order the eager code consumes its stream:
+        a_0 for flow matching (drawn first, as the code does), a_0 for pi(s'), and on policy steps a_0 for pi(s)
+        and the flow-matching times t."""
+        noise = {"a0": self.flow_noise(batch_size), "next_a0": self.flow_noise(batch_size)}
+        if policy_phase:
+            noise["pi_a0"] = self.flow_noise(batch_size)
+            if self.config.constraint:
+                noise["t"] = self._draw(torch.rand, (batch_size, 1), self.generators)
+        return noise
+
     def update_members(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """One update of every member from stacked batches (n, B, ...). Metrics have shape (n,)."""
+        policy_phase = step % self.config.target_update_interval == 0
+        noise = self.update_noise(batch.obs.shape[1], policy_phase)
+        if self._graphs is not None:
+            return self._graphs(batch, noise, policy_phase)
+        return self._update_core(batch, noise, policy_phase)
+
+    def _update_core(self, batch: Batch, noise: dict[str, torch.Tensor], policy_phase: bool) -> dict[str, torch.Tensor]:
+        """The update itself, given its random draws: pure device work (capturable as a CUDA graph)."""
         c = self.config
         obs, action, reward, next_obs, not_done = batch
-        a0 = self._draw(torch.randn, action.shape[1:], self.generators)  # drawn first, as the code does
-        a0 = a0.clamp(-c.noise_clip, c.noise_clip)
 
         with self._autocast():
             # 1. Critic toward r + gamma * min Q'(s', pi(s')).
             with torch.no_grad():
-                q1_next, q2_next = self.critic_target(next_obs, self.sample(next_obs))
+                q1_next, q2_next = self.critic_target(next_obs, self.sample(next_obs, noise["next_a0"]))
                 target = (reward + not_done * c.gamma * torch.min(q1_next, q2_next)).float()
             q1, q2 = self.critic(obs, action)
             critic_loss = batch_mean((q1.float() - target) ** 2) + batch_mean((q2.float() - target) ** 2)
@@ -311,22 +338,21 @@ class FlowRL(Agent):
             "q_buffer_mean": batch_mean(q_buffer.float()),
         }
         # 4. Delayed policy update and target updates.
-        if step % c.target_update_interval == 0:
-            metrics.update(self._update_policy(obs, action, a0, q_buffer))
+        if policy_phase:
+            metrics.update(self._update_policy(obs, action, noise, q_buffer))
             polyak_update(self.critic_target, self.critic, c.tau)
             polyak_update(self.buffer_critic_target, self.buffer_critic, c.tau)
         return metrics
 
-    def _update_policy(self, obs, action, a0, q_buffer) -> dict[str, torch.Tensor]:
+    def _update_policy(self, obs, action, noise, q_buffer) -> dict[str, torch.Tensor]:
         c = self.config
         self.critic.requires_grad_(False)  # gradients flow through Q to the action only: skip Q's weight gradients
         with self._autocast():
-            q_pi = torch.min(*self.critic(obs, self.sample(obs))).float()
+            q_pi = torch.min(*self.critic(obs, self.sample(obs, noise["pi_a0"]))).float()
             loss = -q_pi
             if c.constraint:
                 weights = self.flow_weights(q_buffer.float(), q_pi)
-                t = self._draw(torch.rand, (action.shape[1], 1), self.generators)
-                loss = loss + self.flow_matching_loss(obs, action, a0, t, weights)
+                loss = loss + self.flow_matching_loss(obs, action, noise["a0"], noise["t"], weights)
             policy_loss = batch_mean(loss)
         self._step(self.policy_opt, policy_loss.sum())
         self.critic.requires_grad_(True)
@@ -364,6 +390,8 @@ class FlowRL(Agent):
     def load_state_dict(self, state: dict) -> None:
         for k, v in {**self._networks(), **self._optimizers()}.items():
             v.load_state_dict(state[k])
+        if self._graphs is not None:
+            self._graphs.reset()  # optimiser state tensors were replaced: the captured graphs point at the old ones
         self.noise_level = state["counters"]["noise_level"]
         self.act_calls = state["counters"]["act_calls"]
         if len(state["generators"]) != self.n:
@@ -406,3 +434,87 @@ def _map_leaves(states: list[dict], fn):
     if isinstance(first, torch.Tensor):
         return fn(states)
     return first
+
+
+class _GraphedUpdate:
+    """FlowRL's update replayed as CUDA graphs: one graph per phase (with / without the delayed policy step).
+
+    The batch and the update's random draws (drawn eagerly from the members' generators, exactly as the eager
+    path draws them) are copied into static tensors, then the captured kernels run with one launch, so the
+    update's ~300 kernel launches and their Python overhead vanish. The first `graph_warmup` updates of each
+    phase run eagerly (on a side stream on CUDA; they are real updates), which creates the optimiser state
+    before capture. Capture itself runs nothing, so the captured update is replayed once right after. Each
+    graph has its own memory pool; its metrics are copied out of the pool after every replay.
+
+    `capture(run) -> (replay, output)` records `run` (which returns the stacked metrics); `_cuda_capture` is the
+    real one, `eager_capture` a stand-in that re-runs `run` on every replay, so the bookkeeping here (static
+    inputs, phases, warm-up, re-capture after a state load) is tested on CPUs too.
+    """
+
+    def __init__(self, agent: FlowRL, capture=None):
+        self.agent = agent
+        self.capture = capture or _cuda_capture
+        self.reset()
+
+    def reset(self) -> None:
+        self.graphs: dict[bool, tuple] = {}
+        self.eager_done = {True: 0, False: 0}
+
+    def __call__(self, batch: Batch, noise: dict[str, torch.Tensor], policy_phase: bool) -> dict[str, torch.Tensor]:
+        agent = self.agent
+        if policy_phase not in self.graphs:
+            if self.eager_done[policy_phase] < agent.config.graph_warmup:
+                self.eager_done[policy_phase] += 1
+                return self._warmup(batch, noise, policy_phase)
+            self._capture(batch, noise, policy_phase)
+        replay, output, static_batch, static_noise, keys = self.graphs[policy_phase]
+        for dst, src in zip(static_batch, batch):
+            dst.copy_(src)
+        for k, v in noise.items():
+            static_noise[k].copy_(v)
+        replay()
+        values = output().clone()
+        return {k: values[i] for i, k in enumerate(keys)}
+
+    def _warmup(self, batch, noise, policy_phase):
+        agent = self.agent
+        if agent.device.type != "cuda":
+            return agent._update_core(batch, noise, policy_phase)
+        side = torch.cuda.Stream(agent.device)
+        side.wait_stream(torch.cuda.current_stream(agent.device))
+        with torch.cuda.stream(side):
+            metrics = agent._update_core(batch, noise, policy_phase)
+        torch.cuda.current_stream(agent.device).wait_stream(side)
+        return metrics
+
+    def _capture(self, batch: Batch, noise: dict[str, torch.Tensor], policy_phase: bool) -> None:
+        agent = self.agent
+        static_batch = Batch(*(x.clone() for x in batch))
+        static_noise = {k: v.clone() for k, v in noise.items()}
+        keys: list[str] = []
+
+        def run() -> torch.Tensor:
+            metrics = agent._update_core(static_batch, static_noise, policy_phase)
+            keys[:] = list(metrics)
+            return torch.stack([metrics[k].float() for k in keys])  # (n_metrics, n)
+
+        replay, output = self.capture(run)
+        self.graphs[policy_phase] = (replay, output, static_batch, static_noise, keys)
+
+
+def _cuda_capture(run):
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        flat = run()
+    return graph.replay, lambda: flat
+
+
+def eager_capture(run):
+    """A stand-in for CUDA-graph capture that re-runs `run` eagerly on each replay (tests on CPU)."""
+    box = {}
+
+    def replay():
+        box["flat"] = run()
+
+    return replay, lambda: box["flat"]
