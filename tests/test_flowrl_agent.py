@@ -280,3 +280,19 @@ def test_graph_bookkeeping_on_cpu_matches_plain_updates():
     for step, b in enumerate(bs, start=12):
         m1, m2 = plain.update(b, step), graphed.update(b, step)
         assert all(torch.equal(m1[k], m2[k]) for k in m1), step
+
+
+def test_failed_graph_capture_falls_back_to_eager_updates():
+    from flowrl.agents.flowrl import _GraphedUpdate
+
+    def broken_capture(run):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    plain, graphed = make_agent(seed=6), make_agent(seed=6)
+    graphed._graphs = _GraphedUpdate(graphed, capture=broken_capture)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        for step in range(10):
+            b = batch(seed=300 + step)
+            m1, m2 = plain.update(b, step), graphed.update(b, step)
+            assert all(torch.equal(m1[k], m2[k]) for k in m1), step
+    assert graphed._graphs is None

@@ -192,3 +192,14 @@ def test_config_file_and_override_precedence(tmp_path, capsys):
     assert printed["task"] == "dmc:walker-walk" and printed["seed"] == 5
     assert printed["agent"]["hidden_dim"] == 32 and printed["agent"]["lam"] == 0.7
     assert printed["replay_recent_fraction"] == 0.2  # FlowRL's default replay
+
+
+def test_exponent_notation_is_a_number(capsys):
+    """YAML 1.1 reads '1e-3' (no dot) as a string; as a float setting it must still mean 0.001."""
+    assert cli_main(["--task", "dmc:cartpole-balance", "agent.lr=1e-3", "agent.lam=2E-1", "--print-config"]) == 0
+    import yaml
+
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["agent"]["lr"] == 0.001 and printed["agent"]["lam"] == 0.2
+    assert cli_main(["--task", "dmc:cartpole-balance", "agent.lr=fast", "--print-config"]) == 2
+    assert "agent.lr: expected a number, got 'fast'" in capsys.readouterr().err

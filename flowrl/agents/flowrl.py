@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Literal
 
 import torch
@@ -466,7 +467,14 @@ class _GraphedUpdate:
             if self.eager_done[policy_phase] < agent.config.graph_warmup:
                 self.eager_done[policy_phase] += 1
                 return self._warmup(batch, noise, policy_phase)
-            self._capture(batch, noise, policy_phase)
+            try:
+                self._capture(batch, noise, policy_phase)
+            except RuntimeError as exc:  # capture runs no kernels: the eager update below is this step's update
+                warnings.warn(f"FlowRL: CUDA graph capture failed ({exc}); continuing with eager updates "
+                              "(set agent.cuda_graphs=false to skip the attempt)", RuntimeWarning, stacklevel=2)
+                agent._graphs = None
+                agent.critic.requires_grad_(True)  # in case the capture stopped inside the policy step
+                return agent._update_core(batch, noise, policy_phase)
         replay, output, static_batch, static_noise, keys = self.graphs[policy_phase]
         for dst, src in zip(static_batch, batch):
             dst.copy_(src)
