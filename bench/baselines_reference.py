@@ -11,8 +11,13 @@ and a finished run is reused (its DONE marker) rather than retrained.
 Reference values (mean +- std over the 3 published seeds, episode return, environment steps):
   SAC: TD-MPC2's state-based SAC baseline curves, github nicklashansen/tdmpc2, results/sac/<task>.csv
        (Hansen et al., "TD-MPC2", ICLR 2024), read at 100k, 200k, 500k and 1M steps.
-  TD3, QVPO, FlowRL: no published DMC state-based curves for these two tasks were found (DrQ-v2 reports
-       pixel-based results only; the FlowRL and QVPO papers do not include these tasks), so none is shown.
+  TD3: no paper publishes state-based TD3 on these two tasks (checked: TD-MPC2's, SimbaV2's and MR.Q's result
+       files, DrQ-v2 (pixels only)). The closest is a public reproduction, not a paper: github
+       LQNew/Continuous_Control_Benchmark (commit 205ceb7), DMControlSuite-3M/SpinningUp/TD3/TD3-<task>/*/progress.txt,
+       OpenAI SpinningUp TD3 (256x256, batch 100, lr 1e-3, no action repeat), AverageTestEpRet over its 8 seeds at
+       TotalEnvInteracts 99999 / 199999 / 499999 / 999999. Its settings differ from sfujim/TD3's (batch 256, lr 3e-4),
+       and two of its eight cheetah-run seeds never leave ~0: read it as a sanity range.
+  QVPO, FlowRL: the FlowRL and QVPO papers do not include these tasks, so none is shown.
 A reference is printed only where the budget equals one of the tabulated step counts; comparisons at
 other budgets would need interpolation along a learning curve, which we do not pretend to have.
 """
@@ -29,8 +34,13 @@ REFERENCE = {  # (algo, task) -> {steps: (mean, std)}; source in the module docs
                                       1_000_000: (838.7, 13.3)},
     ("sac", "dmc:cheetah-run"): {100_000: (310.1, 65.3), 200_000: (573.7, 0.2), 500_000: (594.5, 173.0),
                                  1_000_000: (730.1, 3.2)},
+    ("td3", "dmc:cartpole-swingup"): {100_000: (782.6, 99.4), 200_000: (856.1, 18.6), 500_000: (853.6, 15.9),
+                                      1_000_000: (831.8, 50.1)},
+    ("td3", "dmc:cheetah-run"): {100_000: (190.9, 157.8), 200_000: (370.4, 266.7), 500_000: (541.6, 352.3),
+                                 1_000_000: (596.2, 387.6)},
 }
-REFERENCE_SOURCE = "TD-MPC2 results/sac (3 seeds)"
+REFERENCE_SOURCES = {"sac": "TD-MPC2 results/sac (3 seeds)",
+                     "td3": "LQNew/Continuous_Control_Benchmark SpinningUp TD3 (8 seeds; a reproduction, not a paper)"}
 
 
 def final_return(run_dir: Path) -> float | None:
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         mean = statistics.mean(finals) if finals else float("nan")
         std = statistics.stdev(finals) if len(finals) > 1 else 0.0
         ref_text = f"{ref[0]:.1f} +- {ref[1]:.1f}" if ref else "-"
-        source = REFERENCE_SOURCE if ref else ("none at this step count" if (algo, task) in REFERENCE else "none found")
+        source = REFERENCE_SOURCES[algo] if ref else ("none at this step count" if (algo, task) in REFERENCE else "none found")
         print(f"{algo:<8} {task:<22} {mean:>11.1f} +- {std:<6.1f} {ref_text:>16}  {source}")
     return 0
 
