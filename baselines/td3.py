@@ -71,8 +71,10 @@ class TD3(Agent):
             net.to(self.device)
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, fused=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr, fused=True)
+        # Plain (not fused) Adam: with fused Adam's rounding, TD3's CPU learning check on cartpole-balance (hidden 64,
+        # 40k steps) peaked at 582 and fell back to ~330; this is the configuration that check was seen passing with.
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
 
     # ----------------------------------------------------------------------------- acting
     @torch.no_grad()

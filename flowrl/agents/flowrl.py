@@ -177,6 +177,8 @@ class FlowRL(Agent):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), **adam)
         self.buffer_critic_opt = torch.optim.Adam(self.buffer_critic.parameters(), **adam)
         self.value_opt = torch.optim.Adam(self.value.parameters(), **adam)
+        for opt in self._optimizers().values():
+            opt._warned_capturable_if_run_uncaptured = True  # torch warns once per optimiser about the eager warm-ups
         self._graphs = _GraphedUpdate(self) if self.graphed else None
 
         self.scale = (self.act_high - self.act_low) / 2.0
