@@ -71,8 +71,9 @@ class TD3(Agent):
             net.to(self.device)
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
-        # Plain (not fused) Adam: with fused Adam's rounding, TD3's CPU learning check on cartpole-balance (hidden 64,
-        # 40k steps) peaked at 582 and fell back to ~330; this is the configuration that check was seen passing with.
+        # Plain Adam, unchanged from the version whose CI learning check passed. Note: that check (cartpole-balance,
+        # hidden 64, 40k steps) is fragile; on one 2-core machine it failed with plain and fused Adam alike
+        # (peak ~582 at 30k, then ~330).
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
 
