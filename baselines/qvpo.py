@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import Mish, TwinQ, mlp, polyak_update
+from flowrl.networks import TwinQ, activation, mlp, polyak_update
 
 
 @dataclasses.dataclass
@@ -124,7 +124,7 @@ class NoiseModel(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, c: QVPOConfig):
         super().__init__()
         self.time_dim = c.time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden_dim), Mish(), nn.Linear(c.hidden_dim, c.time_dim))
+        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden_dim), activation("mish"), nn.Linear(c.hidden_dim, c.time_dim))
         self.net = mlp(act_dim + c.time_dim + obs_dim, [c.hidden_dim] * c.hidden_layers, act_dim, act="mish")
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:

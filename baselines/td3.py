@@ -71,9 +71,6 @@ class TD3(Agent):
             net.to(self.device)
         self.actor_target.requires_grad_(False)
         self.critic_target.requires_grad_(False)
-        # Plain Adam, unchanged from the version whose CI learning check passed. Note: that check (cartpole-balance,
-        # hidden 64, 40k steps) is fragile; on one 2-core machine it failed with plain and fused Adam alike
-        # (peak ~582 at 30k, then ~330).
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr)
 

@@ -217,12 +217,15 @@ def main():
             variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
             if dev == "cpu" and args.amp != "bf16":
                 variants["flowrl, amp=bf16"] = {"amp": "bf16"}  # the official code's precision (it autocasts on CUDA)
+            measured = {}  # variant name -> updates/s
             for name, over in variants.items():
                 v = isolated(measure_updates, "flowrl", args.task, dev, args.updates, args.batch_size, 1, args.amp, over)
-                if "error" not in v:
-                    print(f"{name:22} {v['updates_per_s']:>10.1f} {'':>12} {v['peak_mib']:>9.0f}   "
-                          f"({v['updates_per_s'] / flow_ups:.2f}x the default)")
-                    variants[name] = v
+                if "error" in v:
+                    print(f"{name:22} error: {v['error']}")
+                    continue
+                print(f"{name:22} {v['updates_per_s']:>10.1f} {'':>12} {v['peak_mib']:>9.0f}   "
+                      f"({v['updates_per_s'] / flow_ups:.2f}x the default)")
+                measured[name] = v["updates_per_s"]
             official = [("official-style FlowRL", None)] + ([("official-style, eager", False)] if dev == "cuda" else [])
             for name, compile_ in official:
                 off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
@@ -232,8 +235,7 @@ def main():
                     continue
                 print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}")
                 print(f"  ours / {name} updates/s: {flow_ups / off['updates_per_s']:.2f}x"
-                      + "".join(f"; {k}: {v['updates_per_s'] / off['updates_per_s']:.2f}x"
-                                for k, v in variants.items() if isinstance(v, dict) and "updates_per_s" in v))
+                      + "".join(f"; {k}: {ups / off['updates_per_s']:.2f}x" for k, ups in measured.items()))
             multi = isolated(measure_updates, "flowrl", args.task, dev, max(3, args.updates // 2), args.batch_size,
                              args.seeds, args.amp)
             if "error" in multi:

@@ -102,8 +102,8 @@ class ListReplay:
 
 class OfficialStyleFlowRL:
     """compile_: None = as the official code on CUDA (networks and update functions, max-autotune), none on CPU
-    (the official code compiles there too; its max-autotune compile takes many minutes on a 2-core CPU and is
-    left out of the CPU comparison); True/False force it."""
+    (the official code compiles there too; the CPU comparison leaves compilation out: an earlier session saw
+    torch.compile give ~4% on the critic on this project's CPU); True/False force it."""
 
     def __init__(self, obs_dim, act_dim, device, hidden=512, steps=1, compile_=None):
         self.device = torch.device(device)
