@@ -3,11 +3,15 @@
 Prints a table (it asserts nothing). For FlowRL and each baseline at its default (paper) size:
 updates/s on a replay batch, end-to-end training steps/s on a real task, and peak memory; for FlowRL
 also N seeds as one batched model against one seed, and an official-style update (bench/official_style.py:
-same networks, losses and published settings, its list-of-tuples replay) timed in the same run.
+same networks, losses and published settings, its list-of-tuples replay) timed in the same run. The ratio
+ours/official comes from a head-to-head in one process, alternating rounds of updates, so that drift in a
+shared machine's speed hits both sides alike; then the matmul floor: the update's matrix-multiply FLOPs over
+this device's GEMM rate, the most updates/s any implementation of the update can reach in that precision.
 
     python bench/bench_speed.py                       # CPU (and GPU when present), dmc:dog-run shapes
     python bench/bench_speed.py --device cuda --seeds 8 --amp auto
 Each measurement runs in a fresh process so its peak memory is its own.
+    python bench/bench_speed.py --device cpu --algos flowrl --skip-e2e --rounds 12   # just the comparison
 """
 from __future__ import annotations
 
@@ -66,12 +70,10 @@ def _spec(task):
 
 def measure_updates(algo, task, device_name, n_updates, batch_size, n_seeds=1, amp="auto", overrides=None):
     """updates/s of `algo` (default size unless `overrides`; FlowRL: `n_seeds` seeds as one batched model)."""
-    import numpy as np
     import torch
 
     from flowrl.agents.registry import get_agent_class
     from flowrl.config import build_dataclass
-    from flowrl.replay import ReplayBuffer
 
     device = torch.device(device_name)
     spec = _spec(task)
@@ -79,14 +81,7 @@ def measure_updates(algo, task, device_name, n_updates, batch_size, n_seeds=1, a
     cfg = build_dataclass(cls.Config, {**({"amp": amp} if algo == "flowrl" else {}), **(overrides or {})}, "agent")
     torch.manual_seed(0)
     agent = cls(spec, cfg, device, n_seeds=n_seeds) if n_seeds > 1 else cls(spec, cfg, device)
-    rng = np.random.default_rng(0)
-    buffers = []
-    for _ in range(n_seeds):
-        rb = ReplayBuffer(spec.obs_dim, spec.act_dim, 20_000, device, recent_fraction=getattr(cls, "replay_recent_fraction", 0.0))
-        for _ in range(5_000):
-            rb.add(rng.standard_normal(spec.obs_dim), rng.uniform(spec.act_low, spec.act_high), float(rng.standard_normal()),
-                   rng.standard_normal(spec.obs_dim), False)
-        buffers.append(rb)
+    buffers = [_filled_buffer(spec, device, getattr(cls, "replay_recent_fraction", 0.0), seed=i) for i in range(n_seeds)]
     if n_seeds > 1:
         from flowrl.agents.base import Batch
 
@@ -111,6 +106,107 @@ def measure_official(task, device_name, n_updates, batch_size, compile_=None):
     memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
     ups = _timed(lambda i: agent.update(memory, batch_size, i), n_updates, device, _warmup(device))
     return {"updates_per_s": ups, "peak_mib": _peak_mib(device)}
+
+
+def _filled_buffer(spec, device, recent_fraction, n=5_000, seed=0):
+    import numpy as np
+
+    from flowrl.replay import ReplayBuffer
+
+    rng = np.random.default_rng(seed)
+    rb = ReplayBuffer(spec.obs_dim, spec.act_dim, 20_000, device, recent_fraction=recent_fraction)
+    for _ in range(n):
+        rb.add(rng.standard_normal(spec.obs_dim), rng.uniform(spec.act_low, spec.act_high), float(rng.standard_normal()),
+               rng.standard_normal(spec.obs_dim), False)
+    return rb
+
+
+def measure_head_to_head(task, device_name, rounds, per_round, batch_size, variants, compile_official=None):
+    """FlowRL (default config plus `variants`: name -> agent overrides) and the official-style update in ONE
+    process, timed in alternating rounds of `per_round` updates. On a shared machine whose speed drifts by
+    10-25% between runs, the per-round ratio ours/official is the robust number: both sides see the same drift.
+    Returns median updates/s per contender and the median of the per-round ratios to the official-style update."""
+    import statistics
+
+    import torch
+
+    from flowrl.agents.flowrl import FlowRL
+    from flowrl.config import build_dataclass
+    from official_style import OfficialStyleFlowRL, filled_replay
+
+    device = torch.device(device_name)
+    spec = _spec(task)
+    steps = {}
+    torch.manual_seed(0)
+    official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=compile_official)
+    memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
+    steps["official-style"] = lambda i: official.update(memory, batch_size, i)
+    buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
+    for name, over in {"flowrl": {}, **variants}.items():
+        torch.manual_seed(0)
+        agent = FlowRL(spec, build_dataclass(FlowRL.Config, over, "agent"), device)
+        steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
+    calls = dict.fromkeys(steps, 0)
+
+    def run(name, n):
+        for _ in range(n):
+            steps[name](calls[name])
+            calls[name] += 1
+        _sync(device)
+
+    for name in steps:
+        run(name, _warmup(device))
+    rates = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name in steps:
+            t = time.perf_counter()
+            run(name, per_round)
+            rates[name].append(per_round / (time.perf_counter() - t))
+    base = rates["official-style"]
+    return {"ups": {k: statistics.median(v) for k, v in rates.items()},
+            "ratio": {k: statistics.median(a / b for a, b in zip(v, base)) for k, v in rates.items()}}
+
+
+def measure_matmul_floor(task, device_name, batch_size):
+    """Matrix-multiply FLOPs of one FlowRL update and one official-style update (mean over the two phases), and
+    this device's GEMM rate at the update's main shape, in float32 and bfloat16. FLOPs / rate is the time the
+    matmuls alone take: no implementation of the update in that precision is faster than that."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+    from official_style import OfficialStyleFlowRL, filled_replay
+
+    device = torch.device(device_name)
+    spec = _spec(task)
+    torch.manual_seed(0)
+    ours = FlowRL(spec, FlowRLConfig(amp="off", cuda_graphs=False), device)
+    buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
+    official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=False)
+    memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
+    flops = {}
+    for name, step in [("flowrl", lambda i: ours.update(buffer.sample(batch_size), i)),
+                       ("official-style", lambda i: official.update(memory, batch_size, i))]:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(0)  # policy phase
+            step(1)
+        flops[name] = counter.get_total_flops() / 2
+    h = ours.config.hidden_dim
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2, batch_size, h, device=device, dtype=dtype)
+        b = torch.randn(2, h, h, device=device, dtype=dtype)
+        n = 50 if device.type == "cpu" else 2000
+        for _ in range(5):
+            torch.bmm(a, b)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            torch.bmm(a, b)
+        _sync(device)
+        rates[str(dtype).split(".")[-1]] = n * 2 * a.shape[0] * batch_size * h * h / (time.perf_counter() - t)
+    return {"flops": flops, "rates": rates}
 
 
 def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=None, n_seeds=1):
@@ -190,6 +286,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=4, help="N for the N-seeds-in-one-process measurement")
     ap.add_argument("--amp", default="auto", help="FlowRL autocast setting: auto (bf16 on CUDA), off, bf16")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--rounds", type=int, default=8, help="alternating rounds of the head-to-head comparison")
+    ap.add_argument("--round-updates", type=int, default=5, help="updates per contender per round")
     ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
                     "(its torch.compile max-autotune takes minutes on a GPU)")
     args = ap.parse_args()
@@ -214,18 +312,6 @@ def main():
             if algo == "flowrl":
                 flow_ups, flow_e2e = u["updates_per_s"], e.get("steps_per_s")
         if "flowrl" in args.algos:
-            variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
-            if dev == "cpu" and args.amp != "bf16":
-                variants["flowrl, amp=bf16"] = {"amp": "bf16"}  # the official code's precision (it autocasts on CUDA)
-            measured = {}  # variant name -> updates/s
-            for name, over in variants.items():
-                v = isolated(measure_updates, "flowrl", args.task, dev, args.updates, args.batch_size, 1, args.amp, over)
-                if "error" in v:
-                    print(f"{name:22} error: {v['error']}")
-                    continue
-                print(f"{name:22} {v['updates_per_s']:>10.1f} {'':>12} {v['peak_mib']:>9.0f}   "
-                      f"({v['updates_per_s'] / flow_ups:.2f}x the default)")
-                measured[name] = v["updates_per_s"]
             official = [("official-style FlowRL", None)] + ([("official-style, eager", False)] if dev == "cuda" else [])
             for name, compile_ in official:
                 off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
@@ -233,9 +319,34 @@ def main():
                 if "error" in off:
                     print(f"{name:22} error: {off['error']}")
                     continue
-                print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}")
-                print(f"  ours / {name} updates/s: {flow_ups / off['updates_per_s']:.2f}x"
-                      + "".join(f"; {k}: {ups / off['updates_per_s']:.2f}x" for k, ups in measured.items()))
+                print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}   "
+                      f"(separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)")
+            variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
+            if dev == "cpu":
+                variants["flowrl, amp=bf16"] = {"amp": "bf16"}  # the official code's precision (it autocasts on CUDA)
+            h2h = isolated(measure_head_to_head, args.task, dev, args.rounds, args.round_updates, args.batch_size,
+                           variants, None, timeout=args.official_timeout)
+            if "error" in h2h:
+                print(f"head to head: error: {h2h['error']}")
+            else:
+                print(f"\nhead to head, one process, {args.rounds} alternating rounds of {args.round_updates} updates "
+                      "(medians; the ratio is the median of the per-round ratios):")
+                for name, ups in h2h["ups"].items():
+                    print(f"  {name:24} {ups:>8.1f} updates/s   {h2h['ratio'][name]:.2f}x official-style")
+            floor = isolated(measure_matmul_floor, args.task, dev, args.batch_size)
+            if "error" in floor:
+                print(f"matmul floor: error: {floor['error']}")
+            else:
+                rates, flops = floor["rates"], floor["flops"]
+                print(f"matmul work per update: flowrl {flops['flowrl'] / 1e9:.2f} GFLOP, official-style "
+                      f"{flops['official-style'] / 1e9:.2f} GFLOP; this device's GEMM rate at the main shape: "
+                      + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()))
+                for dtype, rate in rates.items():
+                    ceiling = rate / flops["flowrl"]
+                    line = f"  {dtype}: the matmuls alone cap any implementation at {ceiling:.1f} updates/s"
+                    if "error" not in h2h:
+                        line += f" = {ceiling / h2h['ups']['official-style']:.2f}x the official-style rate above"
+                    print(line)
             multi = isolated(measure_updates, "flowrl", args.task, dev, max(3, args.updates // 2), args.batch_size,
                              args.seeds, args.amp)
             if "error" in multi:

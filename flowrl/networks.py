@@ -73,6 +73,25 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class _MemberAffine(torch.autograd.Function):
+    """y = x_hat * weight + bias with per-member (n, 1, d) weight and bias. The same values and gradients as
+    torch.addcmul, whose backward also multiplies two full-size gradients by its scalar `value` (1): about
+    30% of a two-member LayerNorm's forward+backward on CPU, saved here."""
+
+    @staticmethod
+    def forward(ctx, x_hat, weight, bias):
+        ctx.save_for_backward(x_hat, weight)
+        return torch.addcmul(bias, x_hat, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_hat, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        return (grad * weight if need_x else None,
+                (grad * x_hat).sum(1, keepdim=True) if need_w else None,
+                grad.sum(1, keepdim=True) if need_b else None)
+
+
 class EnsembleLayerNorm(nn.Module):
     """LayerNorm over the last dimension with a separate affine transform per member."""
 
@@ -81,11 +100,16 @@ class EnsembleLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(n, 1, dim))
         self.bias = nn.Parameter(torch.zeros(n, 1, dim))
         self.eps = eps
+        # Several members: normalise with a constant unit affine (x * 1 + 0 is exact), then each member's own.
+        # layer_norm's backward is ~1.4x faster on CPU with a weight than without one.
+        self.register_buffer("unit_weight", torch.ones(dim), persistent=False)
+        self.register_buffer("unit_bias", torch.zeros(dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.shape[0] == 1:  # one member: the fused affine of layer_norm (one kernel fewer each way)
             return F.layer_norm(x, x.shape[-1:], self.weight.view(-1), self.bias.view(-1), self.eps)
-        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
+        x_hat = F.layer_norm(x, x.shape[-1:], self.unit_weight, self.unit_bias, self.eps)
+        return _MemberAffine.apply(x_hat, self.weight, self.bias)
 
 
 class TwinQ(nn.Module):
