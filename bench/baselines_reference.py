@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             ref = REFERENCE.get((algo, task), {}).get(args.steps)
             rows.append((algo, task, finals, ref))
 
-    print(f"\nfinal evaluation return after {args.steps} environment steps ({len(args.seeds)} seed(s))")
+    print(f"\nfinal evaluation return after {args.steps} environment steps ({len(args.seeds)} seed(s))"
+          + (f", overrides: {' '.join(args.overrides)}" if args.overrides else ", default (paper) settings"))
     print(f"{'algo':<8} {'task':<22} {'ours (mean +- std)':>20} {'reference':>16}  source")
     for algo, task, finals, ref in rows:
         mean = statistics.mean(finals) if finals else float("nan")

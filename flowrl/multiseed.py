@@ -4,8 +4,12 @@ Each seed keeps everything a single run has (environment, replay, RNG streams, l
 its own run directory in the same format); only the networks are stacked, so one batched forward,
 backward and optimiser step serves all seeds. A seed's results equal a single run with that seed up to
 floating-point reduction order, and its run directory can be resumed by this runner or as a single run.
-Agents opt in by providing `stack(states, spec, config, device)`, `unstack(i)`, `act_members` and
-`update_members` (FlowRL does).
+Agents opt in by providing `stack(states, spec, config, device)`, `unstack(i)`, `act_members` (with a
+`members` mask for evaluation), `update_members` and `seed_evaluation_members` (FlowRL does).
+
+Evaluation runs every seed's episodes in lockstep with one batched policy call per step (and the evaluation
+environments in parallel processes with `env_processes`): each seed's evaluation stream and episode seeds are
+those of its single run, so its eval.csv matches the single run's up to floating-point reduction order.
 """
 from __future__ import annotations
 
@@ -18,12 +22,13 @@ from flowrl.agents.base import Batch
 from flowrl.agents.registry import get_agent_class
 from flowrl.config import RunConfig
 from flowrl.subproc_env import SubprocEnv, step_all
-from flowrl.train import RunError, RunResult, RunSession, _StopFlag, progress_bar
+from flowrl.train import (_EVAL_POLICY, RunError, RunResult, RunSession, _StopFlag, derived_seed,
+                          evaluation_episodes, progress_bar)
 
 
 def supports_members(algo: str) -> bool:
     cls = get_agent_class(algo)
-    return all(hasattr(cls, m) for m in ("stack", "unstack", "act_members", "update_members"))
+    return all(hasattr(cls, m) for m in ("stack", "unstack", "act_members", "update_members", "seed_evaluation_members"))
 
 
 def train_seeds(cfg: RunConfig, seeds: list[int], outs: list[str | Path], force: bool = False,
@@ -60,8 +65,11 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResul
         r.sync_agent = lambda i=i, r=r: r.agent.load_state_dict(agent.unstack(i))
     signum = None
     with _StopFlag() as stop:
+        initial = [s for s in sessions if s.runner.needs_initial_eval()]
+        if initial:
+            _evaluate_lockstep(agent, sessions, record=initial)
         for s in sessions:
-            s.runner.start(s.session_start)
+            s.runner.start(s.session_start, initial_eval=False)
         with progress_bar(cfg, lead.step) as bar:
             while lead.step < cfg.steps:
                 if stop.signum is not None:
@@ -78,7 +86,14 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResul
                             r._accumulate({k: v[i] for k, v in metrics.items()})
                             r.updates += 1
                 for s, a, step in zip(sessions, actions, step_all([r.env for r in runners], actions)):
-                    s.runner.finish_step(a, step, s.session_start)
+                    s.runner.finish_step(a, step, s.session_start, housekeeping=False)
+                due_eval, due_ckpt = lead.due()  # the seeds are in lockstep: due together
+                if due_eval:
+                    _evaluate_lockstep(agent, sessions)
+                if due_ckpt:
+                    for s in sessions:
+                        s.runner.sync_agent()
+                        s.runner.checkpoint(s.session_start)
                 bar.update(1)
                 if lead.step % cfg.log_every == 0:
                     bar.set_postfix(lead.progress_postfix())
@@ -89,3 +104,23 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResul
         out.append(s.close(signum))
     return out
 
+
+
+def _evaluate_lockstep(agent, sessions: list[RunSession], record: list[RunSession] | None = None) -> None:
+    """Evaluate every seed at once with the batched agent; write the rows of `record` (default: all)."""
+    runners = [s.runner for s in sessions]
+    lead = runners[0]
+    seeds = [r.cfg.seed for r in runners]
+    devices = [lead.device] if lead.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(derived_seed(seeds[0], _EVAL_POLICY, lead.step))
+        agent.seed_evaluation_members([derived_seed(seed, _EVAL_POLICY, lead.step) for seed in seeds])
+
+        def act(obs, active):
+            batch = torch.stack([r._obs_tensor(o) for r, o in zip(runners, obs)])  # (n, 1, obs_dim)
+            return list(agent.act_members(batch, deterministic=True, members=active)[:, 0].cpu().numpy())
+
+        results = evaluation_episodes([r.eval_env for r in runners], seeds, lead.cfg.eval_episodes, act)
+    for s, (returns, successes) in zip(sessions, results):
+        if record is None or s in record:
+            s.runner.record_eval(returns, successes, s.session_start)

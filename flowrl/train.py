@@ -142,6 +142,34 @@ def progress_bar(cfg: RunConfig, initial: int):
                 mininterval=1.0 if os.isatty(2) else 30.0)
 
 
+def evaluation_episodes(envs: list, seeds: list[int], episodes: int, act) -> list[tuple[list[float], list[float]]]:
+    """Run `episodes` evaluation episodes in each env, the envs in lockstep (in parallel where they are
+    SubprocEnvs); env i's episode k starts from the seed derived from (seeds[i], k). `act(obs, active)` gets every
+    env's current observation and which envs are still in their episode, and returns one action per env (those of
+    finished envs are ignored; the policy must not consume randomness for them, so each env sees exactly the
+    actions it would see alone). Returns (returns, successes) per env; successes only where the task reports them."""
+    from flowrl.subproc_env import step_all
+
+    results = [([], []) for _ in envs]
+    for k in range(episodes):
+        obs = [env.reset(derived_seed(seed, _EVAL_EPISODE, k)) for env, seed in zip(envs, seeds)]
+        totals, success, active = [0.0] * len(envs), [None] * len(envs), [True] * len(envs)
+        while any(active):
+            actions = act(obs, list(active))
+            idx = [i for i, a in enumerate(active) if a]
+            for i, s in zip(idx, step_all([envs[i] for i in idx], [actions[i] for i in idx])):
+                obs[i], totals[i] = s.obs, totals[i] + s.reward
+                if "success" in s.info:
+                    success[i] = max(float(s.info["success"]), success[i] or 0.0)
+                if s.terminated or s.truncated:
+                    active[i] = False
+        for i, (returns, successes) in enumerate(results):
+            returns.append(totals[i])
+            if success[i] is not None:
+                successes.append(success[i])
+    return results
+
+
 # ----------------------------------------------------------------------------------- the runner
 class Runner:
     def __init__(self, cfg: RunConfig, out: Path, logger: logging.Logger = log, env_factory=None):
@@ -156,7 +184,7 @@ class Runner:
         torch.manual_seed(cfg.seed)
 
         self.env = (env_factory or make_env)(cfg.task)
-        self.eval_env = make_env(cfg.task)
+        self.eval_env = (env_factory or make_env)(cfg.task)
         spec: EnvSpec = self.env.spec
         self.spec = spec
         self.agent = get_agent_class(cfg.algo)(spec, cfg.agent, self.device)
@@ -200,21 +228,15 @@ class Runner:
     def evaluate(self, session_start: float) -> None:
         """`eval_episodes` episodes with the evaluation policy, isolated from the training RNG streams."""
         cfg = self.cfg
-        returns, successes = [], []
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
             self.agent.seed_evaluation(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
-            for i in range(cfg.eval_episodes):
-                obs, total, success, done = self.eval_env.reset(derived_seed(cfg.seed, _EVAL_EPISODE, i)), 0.0, None, False
-                while not done:
-                    s = self.eval_env.step(self._act(obs, deterministic=True))
-                    obs, total, done = s.obs, total + s.reward, s.terminated or s.truncated
-                    if "success" in s.info:
-                        success = max(float(s.info["success"]), success or 0.0)
-                returns.append(total)
-                if success is not None:
-                    successes.append(success)
+            (returns, successes), = evaluation_episodes(
+                [self.eval_env], [cfg.seed], cfg.eval_episodes, lambda obs, active: [self._act(obs[0], deterministic=True)])
+        self.record_eval(returns, successes, session_start)
+
+    def record_eval(self, returns: list[float], successes: list[float], session_start: float) -> None:
         row = {
             "step": self.step,
             "return_mean": float(np.mean(returns)),
@@ -323,8 +345,9 @@ class Runner:
             return self.random_actions.uniform(self.spec.act_low, self.spec.act_high).astype(np.float32)
         return None
 
-    def finish_step(self, action: np.ndarray, s, session_start: float) -> None:
-        """Store the transition, advance counters, and log / evaluate / checkpoint when due."""
+    def finish_step(self, action: np.ndarray, s, session_start: float, housekeeping: bool = True) -> None:
+        """Store the transition, advance counters, log, and (unless `housekeeping` is False: the multi-seed
+        runner does it for all seeds at once) evaluate / checkpoint when due."""
         cfg = self.cfg
         self.replay.add(self.obs, action, s.reward, s.obs, s.terminated)
         self.episode_actions.append(action)
@@ -340,8 +363,21 @@ class Runner:
             now_t = time.time()
             self._write_train_row(self.step - self._window[1], self.updates - self._window[2], now_t - self._window[0])
             self._window = (now_t, self.step, self.updates)
+        if housekeeping:
+            self.housekeeping(session_start)
+
+    def due(self) -> tuple[bool, bool]:
+        """(evaluation due, checkpoint due) after the step just finished."""
+        cfg = self.cfg
         due_eval = self.step % cfg.eval_every == 0 or self.step == cfg.steps
-        due_ckpt = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps
+        due_ckpt = bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps
+        return due_eval, due_ckpt
+
+    def needs_initial_eval(self) -> bool:
+        return self.step == 0 and self.cfg.eval_at_start and not self.eval_log.read()
+
+    def housekeeping(self, session_start: float) -> None:
+        due_eval, due_ckpt = self.due()
         if (due_eval or due_ckpt) and self.sync_agent is not None:
             self.sync_agent()
         if due_eval:
@@ -349,9 +385,10 @@ class Runner:
         if due_ckpt:
             self.checkpoint(session_start)
 
-    def start(self, session_start: float) -> None:
-        """Before the first step of a session: the step-0 evaluation of a new run, and the throughput window."""
-        if self.step == 0 and self.cfg.eval_at_start and not self.eval_log.read():
+    def start(self, session_start: float, initial_eval: bool = True) -> None:
+        """Before the first step of a session: the step-0 evaluation of a new run (unless the caller does it),
+        and the throughput window."""
+        if initial_eval and self.needs_initial_eval():
             if self.sync_agent is not None:
                 self.sync_agent()
             self.evaluate(session_start)

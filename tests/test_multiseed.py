@@ -41,6 +41,13 @@ def test_batched_seeds_match_single_runs(single_runs, tmp_path):
     assert returns(tmp_path / "seed1") != pytest.approx(returns(tmp_path / "seed2"), rel=1e-3)
 
 
+def test_batched_seeds_with_env_processes_match_single_runs(single_runs, tmp_path):
+    """Training and evaluation environments in their own processes (stepped in parallel) change nothing."""
+    assert cli_main([*COMMON, "--seeds", "1", "2", "--env-processes", "--out", str(tmp_path / "seed{seed}")]) == 0
+    for s in (1, 2):
+        assert returns(tmp_path / f"seed{s}") == pytest.approx(returns(single_runs / f"seed{s}"), rel=1e-3)
+
+
 def test_batched_seeds_resume_after_interrupt(single_runs, tmp_path):
     out = str(tmp_path / "seed{seed}")
     # Interrupt from a timer thread once training is under way, then resume with the same command.
@@ -60,3 +67,73 @@ def test_batched_seeds_resume_after_interrupt(single_runs, tmp_path):
 def test_batched_seeds_refuse_agents_without_member_support(tmp_path, capsys):
     rc = cli_main(["--algo", "sac", *COMMON, "--seeds", "1", "2", "--out", str(tmp_path / "s{seed}")])
     assert rc == 2 and "run its seeds as separate runs" in capsys.readouterr().err
+
+
+class _FallingEnv:
+    """A 3-d toy task whose episodes end when the state leaves a box: episode lengths differ between seeds and
+    depend on the actions, so lockstep evaluation must keep each seed's actions and noise exactly its own."""
+
+    def __init__(self):
+        import numpy as np
+
+        from flowrl.agents.base import EnvSpec
+
+        self.np = np
+        self.spec = EnvSpec(3, 2, np.full(2, -1.0, np.float32), np.ones(2, np.float32))
+        self.max_episode_steps = 40
+
+    def reset(self, seed):
+        self.rng = self.np.random.default_rng(seed)
+        self.x, self.t = self.rng.uniform(-0.5, 0.5, 3).astype(self.np.float32), 0
+        return self.x.copy()
+
+    def step(self, action):
+        from flowrl.envs.base import Step
+
+        self.t += 1
+        self.x = (self.x + 0.3 * self.np.array([action[0], action[1], action[0] * action[1]], self.np.float32)
+                  + 0.1 * self.rng.standard_normal(3).astype(self.np.float32))
+        fell = bool(self.np.abs(self.x).max() > 1.0)
+        return Step(self.x.copy(), float(1.0 - self.np.abs(self.x).sum()), fell, self.t >= self.max_episode_steps, {})
+
+
+def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation():
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+    from flowrl.train import evaluation_episodes
+
+    spec = _FallingEnv().spec
+    cfg = FlowRLConfig(hidden_dim=16)
+    singles = []
+    for s in (3, 4, 5):
+        torch.manual_seed(s)
+        singles.append(FlowRL(spec, cfg))
+    packed = FlowRL.stack([a.state_dict() for a in singles], spec, cfg)
+    seeds, episodes = [3, 4, 5], 4
+
+    alone = []
+    for agent, seed in zip(singles, seeds):
+        agent.seed_evaluation(100 + seed)
+        act = lambda obs, active, agent=agent: [agent.act(torch.as_tensor(obs[0]).unsqueeze(0), deterministic=True)[0].numpy()]
+        alone.append(evaluation_episodes([_FallingEnv()], [seed], episodes, act)[0])
+
+    packed.seed_evaluation_members([100 + s for s in seeds])
+    lengths = []
+
+    def act(obs, active):
+        lengths.append(sum(active))
+        batch = torch.stack([torch.as_tensor(o).unsqueeze(0) for o in obs])
+        return list(packed.act_members(batch, deterministic=True, members=active)[:, 0].numpy())
+
+    together = evaluation_episodes([_FallingEnv() for _ in seeds], seeds, episodes, act)
+    assert len(set(lengths)) > 1, "the toy task should end episodes at different steps for different seeds"
+    for (r1, _), (r2, _) in zip(alone, together):
+        assert r2 == pytest.approx(r1, rel=1e-4, abs=1e-4)  # reduction order only (see the test above)
+    assert together[0][0] != pytest.approx(together[1][0], rel=1e-3)
+
+
+def test_act_members_mask_is_for_evaluation_only():
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+
+    agent = FlowRL(_FallingEnv().spec, FlowRLConfig(hidden_dim=8), n_seeds=2)
+    with pytest.raises(ValueError, match="for evaluation"):
+        agent.act_members(torch.zeros(2, 1, 3), deterministic=False, members=[True, False])

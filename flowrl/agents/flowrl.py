@@ -196,11 +196,17 @@ class FlowRL(Agent):
 
     # ----------------------------------------------------------------------------- randomness
     def _draw(self, fn, shape, generators) -> torch.Tensor:
-        """One draw of `shape` per member from that member's generator, stacked: (n, *shape)."""
-        return torch.stack([fn(shape, generator=g, device=self.device) for g in generators])
+        """One draw of `shape` per member from that member's generator, stacked: (n, *shape). A member whose
+        generator is None gets zeros and draws nothing."""
+        return torch.stack([fn(shape, generator=g, device=self.device) if g is not None
+                            else torch.zeros(shape, device=self.device) for g in generators])
 
     def seed_evaluation(self, seed: int) -> None:
-        for g in self.eval_generators:
+        self.seed_evaluation_members([seed] * self.n)
+
+    def seed_evaluation_members(self, seeds: list[int]) -> None:
+        """Seed member i's evaluation stream with seeds[i] (as a single run of that seed seeds its own)."""
+        for g, seed in zip(self.eval_generators, seeds, strict=True):
             g.manual_seed(seed)
 
     # ----------------------------------------------------------------------------- acting
@@ -220,12 +226,19 @@ class FlowRL(Agent):
         return torch.tanh(x) * self.scale + self.bias
 
     @torch.no_grad()
-    def act_members(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions (n, B, act_dim) for observations (n, B, obs_dim)."""
+    def act_members(self, obs: torch.Tensor, deterministic: bool = False, members: list[bool] | None = None) -> torch.Tensor:
+        """Actions (n, B, act_dim) for observations (n, B, obs_dim). `members` (evaluation only): which members
+        act for real; the others draw no noise, so their streams stay where a single run's would be, and get
+        meaningless actions."""
         if deterministic and self.config.eval_noise == "zero":
             a0 = torch.zeros((self.n, obs.shape[1], self.spec.act_dim), device=self.device)
         else:
-            a0 = self.flow_noise(obs.shape[1], self.eval_generators if deterministic else None)
+            generators = self.eval_generators if deterministic else self.generators
+            if members is not None:
+                if not deterministic:
+                    raise ValueError("act_members(members=...) is for evaluation: every member acts in training")
+                generators = [g if m else None for g, m in zip(generators, members, strict=True)]
+            a0 = self.flow_noise(obs.shape[1], generators)
         with self._autocast():
             action = self.sample(obs, a0).float()
         if not deterministic and self.config.exploration_noise > 0:
