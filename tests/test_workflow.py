@@ -262,3 +262,16 @@ def test_a_second_job_for_the_same_runs_refuses_to_start(tmp_path):
     assert proc.returncode == 75
     assert "another job is training these runs (host=elsewhere pid=1 slurm_job=4242)" in proc.stdout
     assert not (tmp_path / "run0").exists() and not marker.exists()
+
+
+def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed(monkeypatch):
+    import train_job
+
+    args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seeds", "0", "1",
+                                 "--steps", "100", "--run-dir", "runs/x/seed{seed}", "--mode", "batched",
+                                 "--marker", "m.done"])
+    monkeypatch.setattr(train_job.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert "--env-processes" in train_job.train_command(args, [0, 1])
+    monkeypatch.setattr(train_job.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert "--env-processes" not in train_job.train_command(args, [0, 1])
+    assert "--env-processes" not in train_job.train_command(args, [0])  # single runs never

@@ -6,7 +6,7 @@
 
 Each seed trains into its own run directory with `python -m flowrl` (flowrl-train); a finished run (DONE) is
 skipped by the runner, an unfinished one resumes from its newest checkpoint. Modes: single / batched (one
-process, --seeds) / parallel (one process per seed) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed
+process, --seeds; with --env-processes when the job has more CPUs than seeds) / parallel (one process per seed) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed
 on to the training processes, which checkpoint and stop; this script then exits non-zero without writing
 the marker, so Snakemake reruns the job later (and the runs resume).
 
@@ -52,6 +52,8 @@ def train_command(args, seeds: list[int]) -> list[str]:
         cmd += ["--seed", str(seeds[0]), "--out", args.run_dir.format(seed=seeds[0])]
     else:
         cmd += ["--seeds", *map(str, seeds), "--out", args.run_dir]
+        if len(os.sched_getaffinity(0)) > len(seeds):  # a CPU per seed's environment, one for the model
+            cmd.append("--env-processes")  # same results (tests/test_multiseed.py), environments stepped in parallel
     return cmd + list(args.overrides)
 
 
