@@ -5,6 +5,7 @@ are made eagerly, then copied into the graph's static tensors), so it must give 
 eager update, keep doing so across the policy/no-policy phases, survive a checkpoint round trip (the graphs
 are re-captured against the loaded optimiser state), and batch several seeds like single runs.
 """
+import copy
 import io
 
 import numpy as np
@@ -41,19 +42,21 @@ def params(agent):
 
 
 # bf16 autocast rounds to 8 bits of mantissa: the same kernels still give the same bits, but allow for a
-# different cuBLAS algorithm choice inside and outside a capture (seen: identical).
+# different cuBLAS algorithm choice inside and outside a capture (never run on a GPU yet).
 @pytest.mark.parametrize("amp,tol", [("off", 1e-6), ("bf16", 1e-2)])
 def test_graphed_update_equals_eager(amp, tol):
     eager, graphed = make(0, amp=amp, cuda_graphs=False), make(0, amp=amp, cuda_graphs=True)
     assert graphed._graphs is not None and eager._graphs is None
+    start = params(eager)
     for step, b in enumerate(batches(14)):  # 3 eager warm-ups per phase, then both graphs captured and replayed
         m_eager, m_graph = eager.update(b, step), graphed.update(b, step)
         assert set(m_eager) == set(m_graph)
         for k in m_eager:
             assert torch.allclose(m_eager[k], m_graph[k], rtol=tol, atol=tol), (step, k)
     assert set(graphed._graphs.graphs) == {True, False}
-    for p, q in zip(params(eager), params(graphed)):
-        assert torch.allclose(p, q, rtol=tol, atol=tol)
+    # Compare what the 14 updates changed (~1e-3 per parameter), not the parameters themselves.
+    for p0, p, q in zip(start, params(eager), params(graphed)):
+        assert torch.allclose(p - p0, q - p0, rtol=tol, atol=tol * 1e-2)
     for g1, g2 in zip(eager.generators, graphed.generators):
         assert torch.equal(g1.get_state(), g2.get_state())  # the same random draws were consumed
 
@@ -70,14 +73,15 @@ def test_graphed_metrics_are_not_overwritten_by_later_updates():
 
 
 def test_graphed_checkpoint_round_trip_continues_identically():
-    a = make(2)
+    # float32: graph replays (a) are compared with eager warm-ups (b) bit for bit up to 1e-6.
+    a = make(2, amp="off")
     bs = batches(20, seed=5)
     for i in range(10):
         a.update(bs[i], i)
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     buf.seek(0)
-    b = make(99)
+    b = make(99, amp="off")
     b.load_state_dict(torch.load(buf, weights_only=False))
     for i in range(10, 20):
         a.update(bs[i], i)
@@ -85,7 +89,7 @@ def test_graphed_checkpoint_round_trip_continues_identically():
     for p, q in zip(params(a), params(b)):
         assert torch.allclose(p, q, rtol=1e-6, atol=1e-6)
     # Loading state into a graphed agent re-captures: a further load and update must still track.
-    a.load_state_dict(b.state_dict())
+    a.load_state_dict(copy.deepcopy(b.state_dict()))  # a copy: loading a live agent's state would share its Adam state
     m_a, m_b = a.update(bs[0], 20), b.update(bs[0], 20)
     assert all(torch.allclose(m_a[k], m_b[k]) for k in m_a)
 

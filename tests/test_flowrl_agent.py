@@ -296,3 +296,24 @@ def test_failed_graph_capture_falls_back_to_eager_updates():
             m1, m2 = plain.update(b, step), graphed.update(b, step)
             assert all(torch.equal(m1[k], m2[k]) for k in m1), step
     assert graphed._graphs is None
+
+
+def test_loaded_state_keeps_this_agents_optimizer_settings():
+    """Optimizer.load_state_dict would take fused/capturable from the file: a checkpoint written with CUDA graphs
+    (capturable) or by an older version (not fused) must still load into an agent that keeps its own settings."""
+    import copy
+
+    a = make_agent(4)
+    for i in range(3):
+        a.update(batch(seed=10 + i), i)
+    state = copy.deepcopy(a.state_dict())
+    for name in ("policy_opt", "critic_opt", "buffer_critic_opt", "value_opt"):
+        for group in state[name]["param_groups"]:
+            group.update(fused=False, capturable=True)
+    b = make_agent(5)
+    b.load_state_dict(state)
+    for opt in b._optimizers().values():
+        assert all(g["fused"] is True and g["capturable"] is False for g in opt.param_groups)
+    for i in range(3, 6):  # and training continues exactly as the agent that wrote the state
+        m_a, m_b = a.update(batch(seed=10 + i), i), b.update(batch(seed=10 + i), i)
+        assert all(torch.equal(m_a[k], m_b[k]) for k in m_a)

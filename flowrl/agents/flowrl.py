@@ -406,6 +406,17 @@ class FlowRL(Agent):
     def load_state_dict(self, state: dict) -> None:
         for k, v in {**self._networks(), **self._optimizers()}.items():
             v.load_state_dict(state[k])
+        # Optimizer.load_state_dict also takes `fused`/`capturable` from the saved groups: a checkpoint written on a
+        # CPU (not capturable) would make every later CUDA-graph capture fail, one written with graphs would ask a
+        # CPU for capturable steps. Keep this agent's own settings; fused/capturable Adam keeps `step` on the device.
+        graphed = self._graphs is not None
+        for opt in self._optimizers().values():
+            for group in opt.param_groups:
+                group.update(fused=True, capturable=graphed)
+                for p in group["params"]:
+                    st = opt.state.get(p)
+                    if st and "step" in st:
+                        st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(p.device)
         if self._graphs is not None:
             self._graphs.reset()  # optimiser state tensors were replaced: the captured graphs point at the old ones
         self.noise_level = state["counters"]["noise_level"]
