@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'algo':<8} {'task':<22} {'ours (mean +- std)':>20} {'reference':>16}  source")
     for algo, task, finals, ref in rows:
         mean = statistics.mean(finals) if finals else float("nan")
-        std = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        spread = f"+- {statistics.stdev(finals):<6.1f}" if len(finals) > 1 else f"{'(1 seed)':<9}"  # no std from one seed
         ref_text = f"{ref[0]:.1f} +- {ref[1]:.1f}" if ref else "-"
         source = REFERENCE_SOURCES[algo] if ref else ("none at this step count" if (algo, task) in REFERENCE else "none found")
-        print(f"{algo:<8} {task:<22} {mean:>11.1f} +- {std:<6.1f} {ref_text:>16}  {source}")
+        print(f"{algo:<8} {task:<22} {mean:>11.1f} {spread} {ref_text:>16}  {source}")
     return 0
 
 
