@@ -61,8 +61,10 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResul
     runners = [s.runner for s in sessions]
     lead = runners[0]
     agent = type(lead.agent).stack([r.agent.state_dict() for r in runners], lead.spec, cfg.agent, lead.device)
-    for i, r in enumerate(runners):
-        r.sync_agent = lambda i=i, r=r: r.agent.load_state_dict(agent.unstack(i))
+
+    def sync(i: int) -> None:  # runner i's own agent takes seed i's weights (for its checkpoint and final files)
+        runners[i].agent.load_state_dict(agent.unstack(i))
+
     signum = None
     with _StopFlag() as stop:
         initial = [s for s in sessions if s.runner.needs_initial_eval()]
@@ -91,19 +93,18 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResul
                 if due_eval:
                     _evaluate_lockstep(agent, sessions)
                 if due_ckpt:
-                    for s in sessions:
-                        s.runner.sync_agent()
+                    for i, s in enumerate(sessions):
+                        sync(i)
                         s.runner.checkpoint(s.session_start)
                 bar.update(1)
                 if lead.step % cfg.log_every == 0:
                     bar.set_postfix(lead.progress_postfix())
         signum = stop.signum
     out = []
-    for s in sessions:
-        s.runner.sync_agent()
+    for i, s in enumerate(sessions):
+        sync(i)
         out.append(s.close(signum))
     return out
-
 
 
 def _evaluate_lockstep(agent, sessions: list[RunSession], record: list[RunSession] | None = None) -> None:

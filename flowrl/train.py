@@ -211,7 +211,6 @@ class Runner:
         self._metric_counts: dict[str, int] = {}
         self._last_sps = self._last_ups = 0.0  # throughput of the last logging window, for the progress bar
         self._window = (time.time(), 0, 0)  # (time, step, updates) at the start of the logging window
-        self.sync_agent = None  # set by the multi-seed runner: loads this seed's weights before eval/checkpoint
 
     # -- environment ------------------------------------------------------------------------
     def _reset_episode(self) -> None:
@@ -378,8 +377,6 @@ class Runner:
 
     def housekeeping(self, session_start: float) -> None:
         due_eval, due_ckpt = self.due()
-        if (due_eval or due_ckpt) and self.sync_agent is not None:
-            self.sync_agent()
         if due_eval:
             self.evaluate(session_start)
         if due_ckpt:
@@ -389,8 +386,6 @@ class Runner:
         """Before the first step of a session: the step-0 evaluation of a new run (unless the caller does it),
         and the throughput window."""
         if initial_eval and self.needs_initial_eval():
-            if self.sync_agent is not None:
-                self.sync_agent()
             self.evaluate(session_start)
         self._window = (time.time(), self.step, self.updates)
 

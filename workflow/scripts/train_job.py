@@ -6,9 +6,10 @@
 
 Each seed trains into its own run directory with `python -m flowrl` (flowrl-train); a finished run (DONE) is
 skipped by the runner, an unfinished one resumes from its newest checkpoint. Modes: single / batched (one
-process, --seeds; with --env-processes when the job has more CPUs than seeds) / parallel (one process per seed) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed
-on to the training processes, which checkpoint and stop; this script then exits non-zero without writing
-the marker, so Snakemake reruns the job later (and the runs resume).
+process, --seeds; with --env-processes when the job has more CPUs than seeds) / parallel (one process per
+seed) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed on to the training processes, which checkpoint
+and stop; this script then exits non-zero without writing the marker, so Snakemake reruns the job later (and
+the runs resume).
 
 The marker (the Snakemake output) is written only when every seed's run directory holds DONE. It is the
 workflow's own file: Snakemake may delete it (failed job, --forcerun) without touching any run.
