@@ -121,11 +121,14 @@ def _filled_buffer(spec, device, recent_fraction, n=5_000, seed=0):
     return rb
 
 
-def measure_head_to_head(task, device_name, rounds, per_round, batch_size, variants, compile_official=None):
-    """FlowRL (default config plus `variants`: name -> agent overrides) and the official-style update in ONE
-    process, timed in alternating rounds of `per_round` updates. On a shared machine whose speed drifts by
-    10-25% between runs, the per-round ratio ours/official is the robust number: both sides see the same drift.
-    Returns median updates/s per contender and the median of the per-round ratios to the official-style update."""
+def measure_head_to_head(task, device_name, rounds, per_round, batch_size, variants, official_variants=None,
+                         compile_official=None):
+    """FlowRL (default config plus `variants`: name -> agent overrides) and the official-style update (as its code
+    runs on this device, plus `official_variants`: name -> OfficialStyleFlowRL keyword arguments) in ONE process,
+    timed in alternating rounds of `per_round` updates. On a shared machine whose speed drifts by 10-25% between
+    runs, the per-round ratio to the official-style update is the robust number: both sides see the same drift.
+    Returns median updates/s per contender and, per contender, the median of its per-round ratios to each
+    official-style contender."""
     import statistics
 
     import torch
@@ -137,10 +140,11 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
     device = torch.device(device_name)
     spec = _spec(task)
     steps = {}
-    torch.manual_seed(0)
-    official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=compile_official)
     memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
-    steps["official-style"] = lambda i: official.update(memory, batch_size, i)
+    for name, kwargs in {"official-style": {}, **(official_variants or {})}.items():
+        torch.manual_seed(0)
+        official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, **{"compile_": compile_official, **kwargs})
+        steps[name] = lambda i, official=official: official.update(memory, batch_size, i)
     buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
     for name, over in {"flowrl": {}, **variants}.items():
         torch.manual_seed(0)
@@ -162,9 +166,10 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
             t = time.perf_counter()
             run(name, per_round)
             rates[name].append(per_round / (time.perf_counter() - t))
-    base = rates["official-style"]
+    officials = [k for k in rates if k.startswith("official-style")]
     return {"ups": {k: statistics.median(v) for k, v in rates.items()},
-            "ratio": {k: statistics.median(a / b for a, b in zip(v, base)) for k, v in rates.items()}}
+            "ratio": {k: {o: statistics.median(a / b for a, b in zip(v, rates[o])) for o in officials}
+                      for k, v in rates.items()}}
 
 
 def measure_matmul_floor(task, device_name, batch_size):
@@ -237,6 +242,27 @@ def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=N
     return {"steps_per_s": float(rows[-1]["env_steps_per_s"]), "peak_mib": _peak_mib(torch.device(device_name))}
 
 
+def measure_evaluation(algo, task, device_name, episodes, eval_envs):
+    """Seconds for one evaluation (`episodes` episodes of the untrained policy at its default size), played
+    `eval_envs` at a time (each in its own process when more than one; starting them is not timed)."""
+    import logging
+
+    from flowrl.config import resolve_config
+    from flowrl.train import Runner
+
+    logging.getLogger("flowrl").setLevel(logging.WARNING)
+    cfg = resolve_config({"algo": algo, "task": task, "eval_episodes": episodes, "eval_envs": eval_envs,
+                          "progress": False, "device": device_name})
+    with tempfile.TemporaryDirectory() as d:
+        runner = Runner(cfg, Path(d))
+        try:
+            t = time.perf_counter()
+            runner.evaluate(time.time())
+            return {"seconds": time.perf_counter() - t}
+        finally:
+            runner.close()
+
+
 def measure_env(task, n_steps):
     import numpy as np
 
@@ -286,6 +312,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=4, help="N for the N-seeds-in-one-process measurement")
     ap.add_argument("--amp", default="auto", help="FlowRL autocast setting: auto (bf16 on CUDA), off, bf16")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--eval-episodes", type=int, default=5, help="episodes of the evaluation timed one after another "
+                    "and all at once (eval_envs); 0 skips it")
     ap.add_argument("--rounds", type=int, default=8, help="alternating rounds of the head-to-head comparison")
     ap.add_argument("--round-updates", type=int, default=5, help="updates per contender per round")
     ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
@@ -322,17 +350,20 @@ def main():
                 print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}   "
                       f"(separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)")
             variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
-            if dev == "cpu":
-                variants["flowrl, amp=bf16"] = {"amp": "bf16"}  # the official code's precision (it autocasts on CUDA)
+            official_variants = {}
+            if dev == "cpu":  # bf16 is the official code's training precision; it autocasts on CUDA only
+                variants["flowrl, amp=bf16"] = {"amp": "bf16"}
+                official_variants["official-style, bf16"] = {"amp": True}  # the like-for-like contender
             h2h = isolated(measure_head_to_head, args.task, dev, args.rounds, args.round_updates, args.batch_size,
-                           variants, None, timeout=args.official_timeout)
+                           variants, official_variants, timeout=args.official_timeout)
             if "error" in h2h:
                 print(f"head to head: error: {h2h['error']}")
             else:
                 print(f"\nhead to head, one process, {args.rounds} alternating rounds of {args.round_updates} updates "
                       "(medians; the ratio is the median of the per-round ratios):")
                 for name, ups in h2h["ups"].items():
-                    print(f"  {name:24} {ups:>8.1f} updates/s   {h2h['ratio'][name]:.2f}x official-style")
+                    ratios = ", ".join(f"{r:.2f}x {o}" for o, r in h2h["ratio"][name].items())
+                    print(f"  {name:24} {ups:>8.1f} updates/s   {ratios}")
             floor = isolated(measure_matmul_floor, args.task, dev, args.batch_size)
             if "error" in floor:
                 print(f"matmul floor: error: {floor['error']}")
@@ -356,6 +387,15 @@ def main():
                 print(f"flowrl x{args.seeds} seeds batched: {multi['updates_per_s']:.1f} updates/s of all seeds together, "
                       f"wall time per update {ratio:.2f}x one seed's ({args.seeds / ratio:.2f}x the seed-throughput), "
                       f"peak {multi['peak_mib']:.0f} MiB")
+            if args.eval_episodes:
+                ev = {k: isolated(measure_evaluation, "flowrl", args.task, dev, args.eval_episodes, k)
+                      for k in (1, args.eval_episodes)}
+                if any("error" in v for v in ev.values()):
+                    print(f"evaluation: error: {[v['error'] for v in ev.values() if 'error' in v][0]}")
+                else:
+                    serial, together = ev[1]["seconds"], ev[args.eval_episodes]["seconds"]
+                    print(f"flowrl evaluation of {args.eval_episodes} episodes: {serial:.1f} s one after another, "
+                          f"{together:.1f} s all at once (eval_envs={args.eval_episodes}; {serial / together:.2f}x)")
             if not args.skip_e2e and flow_e2e:
                 e_multi = isolated(measure_end_to_end, "flowrl", args.task, dev, args.e2e_steps, args.batch_size, None,
                                    args.seeds)

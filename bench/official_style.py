@@ -103,12 +103,14 @@ class ListReplay:
 class OfficialStyleFlowRL:
     """compile_: None = as the official code on CUDA (networks and update functions, max-autotune), none on CPU
     (the official code compiles there too; the CPU comparison leaves compilation out: an earlier session saw
-    torch.compile give ~4% on the critic on this project's CPU); True/False force it."""
+    torch.compile give ~4% on the critic on this project's CPU); True/False force it.
+    amp: None = as the official code (bf16 autocast on CUDA only); True forces bf16 autocast on a CPU too, the
+    like-for-like contender for our `agent.amp=bf16` there."""
 
-    def __init__(self, obs_dim, act_dim, device, hidden=512, steps=1, compile_=None):
+    def __init__(self, obs_dim, act_dim, device, hidden=512, steps=1, compile_=None, amp=None):
         self.device = torch.device(device)
         self.gamma, self.tau, self.quantile, self.lam = 0.99, 0.95, 0.9, 0.1
-        self.amp = self.device.type == "cuda"
+        self.amp = self.device.type == "cuda" if amp is None else amp
         self.scaler = torch.amp.GradScaler(enabled=False)  # bf16 needs no scaling, as in the official code
         self.critic = OfficialQ(obs_dim, act_dim, hidden).to(self.device)
         self.critic_target = copy.deepcopy(self.critic)

@@ -24,6 +24,7 @@ class RunConfig:
     replay_recent_window: int = 2048
     eval_every: int = 10_000
     eval_episodes: int = 5
+    eval_envs: int = 1  # evaluation episodes played at once (1: one after another); see docs/speed.md
     eval_at_start: bool = True  # also evaluate the untrained policy at step 0
     checkpoint_every: int = 50_000  # env steps between periodic checkpoints (0: only on signal/end)
     keep_checkpoints: int = 2
@@ -36,7 +37,7 @@ class RunConfig:
 
     def validate(self) -> None:
         positive = ["steps", "batch_size", "replay_size", "updates_per_step", "eval_every", "eval_episodes",
-                    "keep_checkpoints", "log_every", "replay_recent_window"]
+                    "eval_envs", "keep_checkpoints", "log_every", "replay_recent_window"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -198,6 +199,16 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     d["agent"] = dataclasses.asdict(cfg.agent) if dataclasses.is_dataclass(cfg.agent) else cfg.agent
     return d
+
+
+def with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config as this code reads it: keys added since it was written take their defaults (a key is
+    only ever added with a default that keeps the earlier behaviour, so the run resumes as it was). A config this
+    code cannot read is returned as it is (its differences are then reported key by key)."""
+    try:
+        return config_to_dict(resolve_config(saved))
+    except (ValueError, TypeError, KeyError):
+        return saved
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], ignore=RESUME_SAFE_KEYS) -> list[str]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flowrl.agents.base import Batch
 from flowrl.agents.registry import get_agent_class
 from flowrl.config import RunConfig
+from flowrl.envs import make_env
 from flowrl.subproc_env import SubprocEnv, step_all
 from flowrl.train import (_EVAL_POLICY, RunError, RunResult, RunSession, _StopFlag, derived_seed,
                           evaluation_episodes, progress_bar)
@@ -39,7 +41,7 @@ def train_seeds(cfg: RunConfig, seeds: list[int], outs: list[str | Path], force:
     if not supports_members(cfg.algo):
         raise RunError(f"algorithm {cfg.algo!r} cannot train several seeds as one batched model; "
                        "run its seeds as separate runs (one flowrl-train per seed)")
-    factory = SubprocEnv if env_processes else None
+    factory = SubprocEnv if env_processes else make_env  # also for every seed's evaluation environments
     sessions = [RunSession(dataclasses.replace(cfg, seed=s), o, force, env_factory=factory) for s, o in zip(seeds, outs)]
     results = {id(s): s.already_finished() for s in sessions if s.finished_before}
     active = [s for s in sessions if not s.finished_before]
@@ -117,11 +119,11 @@ def _evaluate_lockstep(agent, sessions: list[RunSession], record: list[RunSessio
         torch.manual_seed(derived_seed(seeds[0], _EVAL_POLICY, lead.step))
         agent.seed_evaluation_members([derived_seed(seed, _EVAL_POLICY, lead.step) for seed in seeds])
 
-        def act(obs, active):
-            batch = torch.stack([r._obs_tensor(o) for r, o in zip(runners, obs)])  # (n, 1, obs_dim)
-            return list(agent.act_members(batch, deterministic=True, members=active)[:, 0].cpu().numpy())
+        def act(obs, active):  # obs[i][j]: seed i's evaluation environment j
+            batch = torch.as_tensor(np.stack([np.stack(o) for o in obs]), dtype=torch.float32, device=lead.device)
+            return list(agent.act_members(batch, deterministic=True, members=active).cpu().numpy())
 
-        results = evaluation_episodes([r.eval_env for r in runners], seeds, lead.cfg.eval_episodes, act)
+        results = evaluation_episodes([r.eval_envs for r in runners], seeds, lead.cfg.eval_episodes, act)
     for s, (returns, successes) in zip(sessions, results):
         if record is None or s in record:
             s.runner.record_eval(returns, successes, s.session_start)

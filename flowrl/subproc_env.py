@@ -36,20 +36,26 @@ class SubprocEnv(Env):
     `step_async` + `step_wait` let a caller step several of these at once; `step` does both.
     """
 
-    def __init__(self, task: str):
+    def __init__(self, task: str, wait: bool = True):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_worker, args=(child, task), daemon=True)
         self._proc.start()
         child.close()
         self.name = task
+        self._waiting = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> "SubprocEnv":
+        """Wait for the child to build its environment (`SubprocEnv(task, wait=False)` returns before that)."""
         try:
             self.spec, self.max_episode_steps, self.has_success = self._conn.recv()
         except EOFError:
             self._proc.join(timeout=5)
-            raise RuntimeError(f"the environment process for {task!r} died while starting "
+            raise RuntimeError(f"the environment process for {self.name!r} died while starting "
                                f"(exit code {self._proc.exitcode}); its error is printed above") from None
-        self._waiting = False
+        return self
 
     def reset(self, seed: int) -> np.ndarray:
         self._conn.send(("reset", seed))
@@ -79,6 +85,17 @@ class SubprocEnv(Env):
             if self._proc.is_alive():
                 self._proc.terminate()
         self._conn.close()
+
+
+def subproc_envs(task: str, n: int) -> list[SubprocEnv]:
+    """n environments of `task`, each in its own process, started together (each start imports the simulator)."""
+    envs = [SubprocEnv(task, wait=False) for _ in range(n)]
+    try:
+        return [env.wait_ready() for env in envs]
+    except BaseException:
+        for env in envs:
+            env._proc.terminate()
+        raise
 
 
 def step_all(envs: list[Any], actions: list[np.ndarray]) -> list[Step]:

@@ -24,10 +24,11 @@ import yaml
 from flowrl.agents.base import EnvSpec
 from flowrl.agents.registry import get_agent_class
 from flowrl.checkpoint import load_latest_checkpoint, save_checkpoint
-from flowrl.config import RunConfig, config_diff, config_to_dict
+from flowrl.config import RunConfig, config_diff, config_to_dict, with_current_defaults
 from flowrl.logger import CSVLog, TensorBoard
 from flowrl.provenance import manifest, now
 from flowrl.replay import ReplayBuffer
+from flowrl.subproc_env import step_all, subproc_envs
 
 log = logging.getLogger("flowrl")
 CHECKPOINT_FORMAT = 1
@@ -83,7 +84,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, force: bool) -> str:
     saved_path = out / "config.yaml"
     if saved_path.exists():
         saved = yaml.safe_load(saved_path.read_text())
-        diff = config_diff(saved, cfg_dict)
+        diff = config_diff(with_current_defaults(saved), cfg_dict)
         if diff:
             raise RunError(
                 f"{out} holds a run with a different configuration; refusing to resume it with this one:\n"
@@ -142,32 +143,56 @@ def progress_bar(cfg: RunConfig, initial: int):
                 mininterval=1.0 if os.isatty(2) else 30.0)
 
 
-def evaluation_episodes(envs: list, seeds: list[int], episodes: int, act) -> list[tuple[list[float], list[float]]]:
-    """Run `episodes` evaluation episodes in each env, the envs in lockstep (in parallel where they are
-    SubprocEnvs); env i's episode k starts from the seed derived from (seeds[i], k). `act(obs, active)` gets every
-    env's current observation and which envs are still in their episode, and returns one action per env (those of
-    finished envs are ignored; the policy must not consume randomness for them, so each env sees exactly the
-    actions it would see alone). Returns (returns, successes) per env; successes only where the task reports them."""
-    from flowrl.subproc_env import step_all
-
+def evaluation_episodes(envs: list[list], seeds: list[int], episodes: int, act) -> list[tuple[list[float], list[float]]]:
+    """Run `episodes` evaluation episodes for each member i (a seed) on its environments envs[i], all in lockstep:
+    member i's k = len(envs[i]) environments play episodes 0..k-1 at once, then k..2k-1, and so on (in parallel
+    where they are SubprocEnvs). Episode e of member i starts from the seed derived from (seeds[i], e).
+    `act(obs, active)` gets the current observations obs[i][j] of every member's environments and which of them
+    are still in an episode (active[i][j]), and returns actions[i][j] (those of inactive slots are ignored; the
+    policy must not consume randomness for them, so each member sees exactly the actions it would see alone).
+    Returns (returns, successes) per member, in episode order; successes only where the task reports them."""
+    k = len(envs[0])
+    if any(len(e) != k for e in envs):
+        raise ValueError("every member needs the same number of evaluation environments")
     results = [([], []) for _ in envs]
-    for k in range(episodes):
-        obs = [env.reset(derived_seed(seed, _EVAL_EPISODE, k)) for env, seed in zip(envs, seeds)]
-        totals, success, active = [0.0] * len(envs), [None] * len(envs), [True] * len(envs)
-        while any(active):
-            actions = act(obs, list(active))
-            idx = [i for i, a in enumerate(active) if a]
-            for i, s in zip(idx, step_all([envs[i] for i in idx], [actions[i] for i in idx])):
-                obs[i], totals[i] = s.obs, totals[i] + s.reward
+    for first in range(0, episodes, k):
+        wave = range(first, min(first + k, episodes))
+        active = [[j < len(wave) for j in range(k)] for _ in envs]
+        obs = [[env.reset(derived_seed(seed, _EVAL_EPISODE, first + j)) if j < len(wave)
+                else np.zeros(env.spec.obs_dim, np.float32) for j, env in enumerate(member)]
+               for member, seed in zip(envs, seeds)]
+        totals = [[0.0] * k for _ in envs]
+        success = [[None] * k for _ in envs]
+        while any(map(any, active)):
+            actions = act(obs, [list(a) for a in active])
+            slots = [(i, j) for i, a in enumerate(active) for j in range(k) if a[j]]
+            for (i, j), s in zip(slots, step_all([envs[i][j] for i, j in slots], [actions[i][j] for i, j in slots])):
+                obs[i][j], totals[i][j] = s.obs, totals[i][j] + s.reward
                 if "success" in s.info:
-                    success[i] = max(float(s.info["success"]), success[i] or 0.0)
+                    success[i][j] = max(float(s.info["success"]), success[i][j] or 0.0)
                 if s.terminated or s.truncated:
-                    active[i] = False
+                    active[i][j] = False
         for i, (returns, successes) in enumerate(results):
-            returns.append(totals[i])
-            if success[i] is not None:
-                successes.append(success[i])
+            for j in range(len(wave)):
+                returns.append(totals[i][j])
+                if success[i][j] is not None:
+                    successes.append(success[i][j])
     return results
+
+
+def evaluation_policy(agent, device: torch.device):
+    """`act` for evaluation_episodes of one run: the agent's evaluation policy on the run's active evaluation
+    environments, as one batch."""
+
+    def act(obs: list[list[np.ndarray]], active: list[list[bool]]) -> list[list[np.ndarray | None]]:
+        rows = [j for j, a in enumerate(active[0]) if a]
+        batch = torch.as_tensor(np.stack([obs[0][j] for j in rows]), dtype=torch.float32, device=device)
+        actions: list[np.ndarray | None] = [None] * len(active[0])
+        for j, a in zip(rows, agent.act(batch, deterministic=True).cpu().numpy()):
+            actions[j] = a
+        return [actions]
+
+    return act
 
 
 # ----------------------------------------------------------------------------------- the runner
@@ -184,7 +209,13 @@ class Runner:
         torch.manual_seed(cfg.seed)
 
         self.env = (env_factory or make_env)(cfg.task)
-        self.eval_env = (env_factory or make_env)(cfg.task)
+        # Evaluation episodes played at once (one batched policy call per step); each in its own process, stepping
+        # in parallel, when this process may use a CPU per environment besides its own (the same results either way).
+        n_eval = min(cfg.eval_envs, cfg.eval_episodes)
+        if env_factory is None and n_eval > 1 and len(os.sched_getaffinity(0)) > n_eval:
+            self.eval_envs = subproc_envs(cfg.task, n_eval)
+        else:
+            self.eval_envs = [(env_factory or make_env)(cfg.task) for _ in range(n_eval)]
         spec: EnvSpec = self.env.spec
         self.spec = spec
         self.agent = get_agent_class(cfg.algo)(spec, cfg.agent, self.device)
@@ -231,8 +262,8 @@ class Runner:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
             self.agent.seed_evaluation(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
-            (returns, successes), = evaluation_episodes(
-                [self.eval_env], [cfg.seed], cfg.eval_episodes, lambda obs, active: [self._act(obs[0], deterministic=True)])
+            (returns, successes), = evaluation_episodes([self.eval_envs], [cfg.seed], cfg.eval_episodes,
+                                                        evaluation_policy(self.agent, self.device))
         self.record_eval(returns, successes, session_start)
 
     def record_eval(self, returns: list[float], successes: list[float], session_start: float) -> None:
@@ -415,7 +446,8 @@ class Runner:
 
     def close(self) -> None:
         self.env.close()
-        self.eval_env.close()
+        for env in self.eval_envs:
+            env.close()
         if self.tb:
             self.tb.close()
 

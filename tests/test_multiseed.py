@@ -3,6 +3,7 @@ import csv
 import signal
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,17 @@ def test_batched_seeds_with_env_processes_match_single_runs(single_runs, tmp_pat
     assert cli_main([*COMMON, "--seeds", "1", "2", "--env-processes", "--out", str(tmp_path / "seed{seed}")]) == 0
     for s in (1, 2):
         assert returns(tmp_path / f"seed{s}") == pytest.approx(returns(single_runs / f"seed{s}"), rel=1e-3)
+
+
+def test_parallel_evaluation_of_batched_seeds_matches_single_runs(tmp_path):
+    """eval_envs=2: each run plays its 2 evaluation episodes at once, in 2 environment processes; packed seeds
+    get exactly their single runs' evaluations."""
+    common = [*COMMON, "eval_every=500", "eval_episodes=2", "eval_envs=2"]
+    assert cli_main([*common, "--seed", "2", "--out", str(tmp_path / "single")]) == 0
+    assert cli_main([*common, "--seeds", "1", "2", "--out", str(tmp_path / "seed{seed}")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "single" / "eval.csv")))
+    assert {r["episodes"] for r in rows} == {"2"} and len(rows) == 2
+    assert returns(tmp_path / "seed2") == pytest.approx(returns(tmp_path / "single"), rel=1e-3)
 
 
 def test_batched_seeds_resume_after_interrupt(single_runs, tmp_path):
@@ -97,9 +109,12 @@ class _FallingEnv:
         return Step(self.x.copy(), float(1.0 - self.np.abs(self.x).sum()), fell, self.t >= self.max_episode_steps, {})
 
 
-def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation():
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation(n_envs):
+    """Seeds evaluated together (each on n_envs environments at once) see exactly their single runs' episodes:
+    same episode seeds, same policy noise, even as episodes end at different steps in different seeds."""
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
-    from flowrl.train import evaluation_episodes
+    from flowrl.train import evaluation_episodes, evaluation_policy
 
     spec = _FallingEnv().spec
     cfg = FlowRLConfig(hidden_dim=16)
@@ -108,27 +123,43 @@ def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation():
         torch.manual_seed(s)
         singles.append(FlowRL(spec, cfg))
     packed = FlowRL.stack([a.state_dict() for a in singles], spec, cfg)
-    seeds, episodes = [3, 4, 5], 4
+    seeds, episodes = [3, 4, 5], 4  # with 3 environments: a wave of 3 episodes, then one of 1
 
     alone = []
     for agent, seed in zip(singles, seeds):
         agent.seed_evaluation(100 + seed)
-        act = lambda obs, active, agent=agent: [agent.act(torch.as_tensor(obs[0]).unsqueeze(0), deterministic=True)[0].numpy()]
-        alone.append(evaluation_episodes([_FallingEnv()], [seed], episodes, act)[0])
+        alone.append(evaluation_episodes([[_FallingEnv() for _ in range(n_envs)]], [seed], episodes,
+                                         evaluation_policy(agent, agent.device))[0])
 
     packed.seed_evaluation_members([100 + s for s in seeds])
     lengths = []
 
     def act(obs, active):
-        lengths.append(sum(active))
-        batch = torch.stack([torch.as_tensor(o).unsqueeze(0) for o in obs])
-        return list(packed.act_members(batch, deterministic=True, members=active)[:, 0].numpy())
+        lengths.append(sum(map(sum, active)))
+        batch = torch.as_tensor(np.stack([np.stack(o) for o in obs]))
+        return list(packed.act_members(batch, deterministic=True, members=active).numpy())
 
-    together = evaluation_episodes([_FallingEnv() for _ in seeds], seeds, episodes, act)
-    assert len(set(lengths)) > 1, "the toy task should end episodes at different steps for different seeds"
+    together = evaluation_episodes([[_FallingEnv() for _ in range(n_envs)] for _ in seeds], seeds, episodes, act)
+    assert len(set(lengths)) > 2, "the toy task should end episodes at different steps"
     for (r1, _), (r2, _) in zip(alone, together):
+        assert len(r2) == episodes
         assert r2 == pytest.approx(r1, rel=1e-4, abs=1e-4)  # reduction order only (see the test above)
     assert together[0][0] != pytest.approx(together[1][0], rel=1e-3)
+
+
+def test_parallel_evaluation_plays_the_same_episodes_in_the_same_order():
+    """With a noiseless evaluation policy, playing episodes k at a time changes nothing but speed: episode e
+    starts from the same seed and its return lands at position e, whatever k (k > episodes included)."""
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+    from flowrl.train import evaluation_episodes, evaluation_policy
+
+    torch.manual_seed(0)
+    agent = FlowRL(_FallingEnv().spec, FlowRLConfig(hidden_dim=16, eval_noise="zero"))
+    act = evaluation_policy(agent, agent.device)
+    by_k = {k: evaluation_episodes([[_FallingEnv() for _ in range(k)]], [7], 5, act)[0][0] for k in (1, 2, 5, 6)}
+    assert len(set(by_k[1])) == 5, "episodes should differ from one another"
+    for k, returns in by_k.items():
+        assert returns == pytest.approx(by_k[1], rel=1e-5, abs=1e-5), k
 
 
 def test_act_members_mask_is_for_evaluation_only():

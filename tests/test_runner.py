@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from flowrl.checkpoint import checkpoint_paths
 from flowrl.cli import main as cli_main
@@ -137,7 +138,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     assert (out / "DONE").exists()
 
 
-def test_resume_with_different_config_is_refused(tmp_path, capsys):
+def test_resume_with_different_config_is_refused(reference_run, tmp_path, capsys):
     out = tmp_path / "run"
     proc = _launch(out)
     _wait_for_step(out, 200, proc)
@@ -146,6 +147,15 @@ def test_resume_with_different_config_is_refused(tmp_path, capsys):
     assert run_cli(out, "agent.lam=0.5") == 2
     err = capsys.readouterr().err
     assert "agent.lam: saved 0.1 -> now 0.5" in err and "different configuration" in err
+    assert run_cli(out, "eval_envs=2") == 2  # evaluation noise is drawn per batch of episodes: not resume-safe
+    assert "eval_envs: saved 1 -> now 2" in capsys.readouterr().err
+
+    # A run written before a key existed resumes: the key takes its default, which keeps the earlier behaviour.
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["eval_envs"], saved["agent"]["graph_warmup"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert run_cli(out) == 0
+    assert eval_rows(out) == eval_rows(reference_run)
 
 
 @pytest.mark.parametrize("args,message", [

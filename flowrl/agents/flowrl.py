@@ -226,19 +226,19 @@ class FlowRL(Agent):
         return torch.tanh(x) * self.scale + self.bias
 
     @torch.no_grad()
-    def act_members(self, obs: torch.Tensor, deterministic: bool = False, members: list[bool] | None = None) -> torch.Tensor:
-        """Actions (n, B, act_dim) for observations (n, B, obs_dim). `members` (evaluation only): which members
-        act for real; the others draw no noise, so their streams stay where a single run's would be, and get
-        meaningless actions."""
+    def act_members(self, obs: torch.Tensor, deterministic: bool = False, members=None) -> torch.Tensor:
+        """Actions (n, B, act_dim) for observations (n, B, obs_dim). `members` (evaluation only): which rows act for
+        real, a (n, B) mask (or (n,) for whole members). Member i draws noise for its acting rows only, as a single
+        run given just those rows would; the other rows get meaningless actions."""
+        n, b = obs.shape[:2]
         if deterministic and self.config.eval_noise == "zero":
-            a0 = torch.zeros((self.n, obs.shape[1], self.spec.act_dim), device=self.device)
+            a0 = torch.zeros((n, b, self.spec.act_dim), device=self.device)
+        elif members is not None:
+            if not deterministic:
+                raise ValueError("act_members(members=...) is for evaluation: every member acts in training")
+            a0 = self._masked_eval_noise(torch.as_tensor(members, dtype=torch.bool), b)
         else:
-            generators = self.eval_generators if deterministic else self.generators
-            if members is not None:
-                if not deterministic:
-                    raise ValueError("act_members(members=...) is for evaluation: every member acts in training")
-                generators = [g if m else None for g, m in zip(generators, members, strict=True)]
-            a0 = self.flow_noise(obs.shape[1], generators)
+            a0 = self.flow_noise(b, self.eval_generators if deterministic else self.generators)
         with self._autocast():
             action = self.sample(obs, a0).float()
         if not deterministic and self.config.exploration_noise > 0:
@@ -248,6 +248,17 @@ class FlowRL(Agent):
             uniform = self._draw(torch.rand, action.shape[1:], self.generators)
             action = action + (uniform * 0.01 * self.noise_level).clamp(-0.25, 0.25)
         return torch.maximum(torch.minimum(action, self.act_high), self.act_low)
+
+    def _masked_eval_noise(self, mask: torch.Tensor, batch_size: int) -> torch.Tensor:
+        if mask.dim() == 1:
+            mask = mask[:, None].expand(-1, batch_size)
+        if mask.shape != (self.n, batch_size):
+            raise ValueError(f"members mask of shape {tuple(mask.shape)}; expected ({self.n}, {batch_size}) or ({self.n},)")
+        a0 = torch.zeros((self.n, batch_size, self.spec.act_dim), device=self.device)
+        for i, g in enumerate(self.eval_generators):
+            if mask[i].any():
+                a0[i, mask[i].to(self.device)] = self.flow_noise(int(mask[i].sum()), [g])[0]
+        return a0
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         if self.n != 1:

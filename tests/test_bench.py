@@ -1,0 +1,33 @@
+"""The speed benchmark runs from end to end and reports every figure it promises (it asserts no timings)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_speed_reports_every_figure():
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--task", "dmc:cartpole-swingup",
+           "--algos", "flowrl", "--updates", "2", "--e2e-steps", "64", "--batch-size", "32", "--seeds", "2",
+           "--rounds", "1", "--round-updates", "1", "--eval-episodes", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "error" not in out, out
+    number = r"[0-9]+\.[0-9]+"
+    for pattern in [
+        rf"env steps/s \(random actions, one process\): [0-9]+",
+        rf"flowrl +{number} +{number} +[0-9]+",  # updates/s, end-to-end steps/s, peak MiB
+        rf"official-style FlowRL +{number}",
+        rf"official-style, bf16 +{number} updates/s",
+        rf"flowrl, amp=bf16 +{number} updates/s +{number}x official-style, {number}x official-style, bf16",
+        rf"matmul work per update: flowrl {number} GFLOP",
+        rf"flowrl x2 seeds batched: {number} updates/s",
+        rf"flowrl evaluation of 2 episodes: {number} s one after another, {number} s all at once",
+        rf"flowrl x2 seeds end to end \(env processes\): {number} steps/s",
+    ]:
+        assert re.search(pattern, out), (pattern, out)
