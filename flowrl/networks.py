@@ -74,20 +74,24 @@ class EnsembleLinear(nn.Module):
 
 
 class _MemberAffine(torch.autograd.Function):
-    """y = x_hat * weight + bias with per-member (n, 1, d) weight and bias. The same values and gradients as
-    torch.addcmul, whose backward also multiplies two full-size gradients by its scalar `value` (1): about
-    30% of a two-member LayerNorm's forward+backward on CPU, saved here."""
+    """y = x_hat * weight + bias with per-member (n, 1, d) weight and bias, in x_hat's dtype. The same values and
+    gradients as torch.addcmul, whose backward also multiplies two full-size gradients by its scalar `value` (1):
+    about 30% of a two-member LayerNorm's forward+backward on CPU, saved here. Under CPU autocast x_hat is bf16
+    (layer_norm keeps its input's dtype there, as nn.LayerNorm's output does): y is rounded to bf16 like
+    nn.LayerNorm's, and the weight gradients are summed in float32. Under CUDA autocast x_hat is float32."""
 
     @staticmethod
     def forward(ctx, x_hat, weight, bias):
         ctx.save_for_backward(x_hat, weight)
-        return torch.addcmul(bias, x_hat, weight)
+        return torch.addcmul(bias, x_hat, weight).to(x_hat.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x_hat, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        return (grad * weight if need_x else None,
+        if grad.dtype != weight.dtype:
+            grad = grad.to(weight.dtype)
+        return ((grad * weight).to(x_hat.dtype) if need_x else None,
                 (grad * x_hat).sum(1, keepdim=True) if need_w else None,
                 grad.sum(1, keepdim=True) if need_b else None)
 

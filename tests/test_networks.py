@@ -29,6 +29,38 @@ def test_ensemble_layer_norm_matches_layer_norm_per_member(n):
         torch.testing.assert_close(ln.bias.grad[i, 0], b.grad)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_ensemble_layer_norm_under_cpu_autocast_behaves_like_nn_layer_norm(n):
+    """Under CPU bf16 autocast nn.LayerNorm keeps its bf16 input's dtype; so do both of our paths (one member:
+    layer_norm's own affine; several: the member affine), with float32 parameter gradients."""
+    torch.manual_seed(0)
+    ln = EnsembleLayerNorm(n, 16)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(n, 5, 16, dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn(n, 5, 16, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ln(x)
+    y.backward(grad)
+    assert y.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
+    assert ln.weight.grad.dtype == torch.float32 and ln.bias.grad.dtype == torch.float32
+    for i in range(n):
+        ref = torch.nn.LayerNorm(16)
+        with torch.no_grad():
+            ref.weight.copy_(ln.weight[i, 0])
+            ref.bias.copy_(ln.bias[i, 0])
+        xi = x.detach()[i].clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yi = ref(xi)
+        yi.backward(grad[i])
+        assert yi.dtype == torch.bfloat16
+        torch.testing.assert_close(y[i].float(), yi.float(), atol=0.02, rtol=0.02)  # bf16 rounding
+        torch.testing.assert_close(x.grad[i].float(), xi.grad.float(), atol=0.05, rtol=0.02)
+        torch.testing.assert_close(ln.weight.grad[i, 0], ref.weight.grad, atol=0.05, rtol=0.02)
+        torch.testing.assert_close(ln.bias.grad[i, 0], ref.bias.grad, atol=0.05, rtol=0.02)
+
+
 def test_ensemble_layer_norm_frozen_affine_still_passes_input_gradients():
     torch.manual_seed(0)
     ln = EnsembleLayerNorm(2, 8).requires_grad_(False)  # as the critic inside FlowRL's policy step
