@@ -1,4 +1,5 @@
-"""Several seeds of one algorithm and task trained in one process, as one batched model.
+"""Several seeds of one algorithm and task (or of several tasks with the same shapes) trained in one process,
+as one batched model.
 
 Each seed keeps everything a single run has (environment, replay, RNG streams, logs, checkpoints,
 its own run directory in the same format); only the networks are stacked, so one batched forward,
@@ -36,20 +37,30 @@ def supports_members(algo: str) -> bool:
 def train_seeds(cfg: RunConfig, seeds: list[int], outs: list[str | Path], force: bool = False,
                 env_processes: bool = False) -> list[RunResult]:
     """Train `cfg` for every seed in `seeds` into the matching `outs` directories, in lockstep."""
-    if len(seeds) != len(outs) or len(set(seeds)) != len(seeds) or len(set(map(str, outs))) != len(outs):
-        raise RunError("give distinct seeds and one distinct output directory per seed")
+    return train_members(cfg, [(cfg.task, s) for s in seeds], outs, force, env_processes)
+
+
+def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str | Path], force: bool = False,
+                  env_processes: bool = False) -> list[RunResult]:
+    """Train `cfg` for every (task, seed) in `members` into the matching `outs` directories, in lockstep as one
+    batched model. Tasks trained together need the same observation and action shapes and action bounds
+    (e.g. the four dmc:dog-* tasks); each member's run is its single run of that task and seed."""
+    if len(members) != len(outs) or len(set(members)) != len(members) or len(set(map(str, outs))) != len(outs):
+        raise RunError("give distinct (task, seed) pairs and one distinct output directory per pair")
     if not supports_members(cfg.algo):
         raise RunError(f"algorithm {cfg.algo!r} cannot train several seeds as one batched model; "
                        "run its seeds as separate runs (one flowrl-train per seed)")
-    factory = SubprocEnv if env_processes else make_env  # also for every seed's evaluation environments
-    sessions = [RunSession(dataclasses.replace(cfg, seed=s), o, force, env_factory=factory) for s, o in zip(seeds, outs)]
+    check_same_shapes(sorted({task for task, _ in members}))
+    factory = SubprocEnv if env_processes else make_env  # also for every run's evaluation environments
+    sessions = [RunSession(dataclasses.replace(cfg, task=t, seed=s), o, force, env_factory=factory)
+                for (t, s), o in zip(members, outs)]
     results = {id(s): s.already_finished() for s in sessions if s.finished_before}
     active = [s for s in sessions if not s.finished_before]
     try:
         if active:
             steps = {s.runner.step for s in active}
             if len(steps) > 1:
-                detail = ", ".join(f"seed {s.cfg.seed}: step {s.runner.step}" for s in active)
+                detail = ", ".join(f"{s.cfg.task} seed {s.cfg.seed}: step {s.runner.step}" for s in active)
                 raise RunError(f"these runs stopped at different steps ({detail}); resume them as single runs")
             for s, r in zip(active, _train_lockstep(cfg, active)):
                 results[id(s)] = r
@@ -57,6 +68,24 @@ def train_seeds(cfg: RunConfig, seeds: list[int], outs: list[str | Path], force:
         for s in active:
             s.release()
     return [results[id(s)] for s in sessions]
+
+
+def check_same_shapes(tasks: list[str]) -> None:
+    """Tasks in one batched model must agree on observation size, action size and action bounds."""
+    if len(tasks) < 2:
+        return
+    specs = {}
+    for task in tasks:
+        env = make_env(task)
+        specs[task] = env.spec
+        env.close()
+    first = specs[tasks[0]]
+    if any(sp.obs_dim != first.obs_dim or sp.act_dim != first.act_dim or not np.array_equal(sp.act_low, first.act_low)
+           or not np.array_equal(sp.act_high, first.act_high) for sp in specs.values()):
+        detail = "; ".join(f"{t}: obs {sp.obs_dim}, act {sp.act_dim}, bounds [{sp.act_low.min():g}, {sp.act_high.max():g}]"
+                           for t, sp in specs.items())
+        raise RunError(f"tasks trained as one batched model need the same observation and action shapes and action "
+                       f"bounds ({detail}); train these tasks in separate processes")
 
 
 def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResult]:

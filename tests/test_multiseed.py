@@ -76,6 +76,31 @@ def test_batched_seeds_resume_after_interrupt(single_runs, tmp_path):
         assert returns(tmp_path / f"seed{s}") == pytest.approx(returns(single_runs / f"seed{s}"), rel=1e-3)
 
 
+def test_tasks_with_the_same_shapes_train_as_one_model_like_single_runs(single_runs, tmp_path):
+    """--tasks: cartpole-balance and cartpole-swingup (same shapes) x 1 seed in one batched model; each run
+    directory holds what the single run of that task and seed holds (same tolerance as above)."""
+    common = COMMON[2:]  # without --task
+    assert cli_main([*common, "--task", "dmc:cartpole-swingup", "--seed", "1", "--out", str(tmp_path / "swing")]) == 0
+    assert cli_main([*common, "--tasks", "dmc:cartpole-balance", "dmc:cartpole-swingup", "--seeds", "1",
+                     "--out", str(tmp_path / "{task}" / "seed{seed}")]) == 0
+    balance, swingup = tmp_path / "dmc_cartpole-balance" / "seed1", tmp_path / "dmc_cartpole-swingup" / "seed1"
+    assert returns(balance) == pytest.approx(returns(single_runs / "seed1"), rel=1e-3)
+    assert returns(swingup) == pytest.approx(returns(tmp_path / "swing"), rel=1e-3)
+    assert returns(balance) != pytest.approx(returns(swingup), rel=1e-3)
+    import yaml
+
+    assert yaml.safe_load((swingup / "config.yaml").read_text())["task"] == "dmc:cartpole-swingup"
+
+
+def test_tasks_with_different_shapes_are_refused_before_anything_is_written(tmp_path, capsys):
+    rc = cli_main([*COMMON[2:], "--tasks", "dmc:cartpole-balance", "dmc:cheetah-run", "--seeds", "1",
+                   "--out", str(tmp_path / "{task}" / "seed{seed}")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "same observation and action shapes" in err and "dmc:cheetah-run: obs 17, act 6" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_batched_seeds_refuse_agents_without_member_support(tmp_path, capsys):
     rc = cli_main(["--algo", "sac", *COMMON, "--seeds", "1", "2", "--out", str(tmp_path / "s{seed}")])
     assert rc == 2 and "run its seeds as separate runs" in capsys.readouterr().err
