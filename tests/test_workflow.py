@@ -156,7 +156,7 @@ def test_study_jobs_resources_and_overrides():
                                                                          "overrides": {"agent.flow_steps": 5}}})
     cfg["algos"] = ["flowrl-s5", "sac"]
     study = flowrl_study.load_study(cfg, semantic=False)
-    jobs = {(j.algo, j.task): j for j in study.jobs(batched_ok=lambda algo: algo == "flowrl")}
+    jobs = {(j.algo, j.tasks[0]): j for j in study.jobs(batched_ok=lambda algo: algo == "flowrl")}
     flow = jobs[("flowrl-s5", "hb:h1hand-maze-v0")]
     assert flow.base_algo == "flowrl" and flow.pack_mode == "batched" and flow.seeds == [0, 1, 2, 3, 4]
     assert flow.overrides["agent.flow_steps"] == 5 and flow.overrides["eval_every"] == 10_000
@@ -166,6 +166,53 @@ def test_study_jobs_resources_and_overrides():
     assert sac.pack_mode == "parallel" and sac.resources["cpus_per_task"] == 5 * cfg["resources"]["cpus_per_task"]
     assert "agent.flow_steps" not in sac.overrides
     assert study.run_dir("flowrl-s5", "hb:h1hand-maze-v0", 3) == "runs/paper/flowrl-s5/hb_h1hand-maze-v0/seed3"
+
+
+def test_task_packs_put_same_shape_tasks_of_batched_algorithms_into_one_job():
+    dogs = ["dmc:dog-run", "dmc:dog-trot", "dmc:dog-stand", "dmc:dog-walk"]
+    cfg = dict(preset("paper"), task_packs=[dogs])
+    study = flowrl_study.load_study(cfg, semantic=False)
+    jobs = study.jobs(batched_ok=lambda algo: algo == "flowrl")
+    flow = [j for j in jobs if j.algo == "flowrl" and "dmc:dog-run" in j.tasks]
+    assert len(flow) == 5 and all(j.tasks == dogs and j.pack_mode == "batched" for j in flow)  # seeds_per_job 1
+    assert flow[0].slug == "dmc_dog-run+dmc_dog-trot+dmc_dog-stand+dmc_dog-walk"
+    assert flow[0].resources["mem_mb"] == 4 * cfg["resources"]["mem_mb"]  # a replay buffer per run
+    assert len([j for j in jobs if j.algo == "flowrl"]) == 5 * (15 - 4 + 1)
+    sac = [j for j in jobs if j.algo == "sac" and "dmc:dog-run" in j.tasks]
+    assert len(sac) == 5 and all(j.tasks == ["dmc:dog-run"] for j in sac)  # SAC cannot batch: one task a job
+    planned = {(j.algo, t, s) for j in jobs for t in j.tasks for s in j.seeds}
+    assert len(planned) == 4 * 15 * 5  # every run exactly once
+
+
+@pytest.mark.parametrize("packs,message", [
+    ([["dmc:cartpole-balance", "dmc:walker-run"]], "not in tasks"),
+    ([["dmc:cartpole-balance", "dmc:cartpole-swingup"], ["dmc:cartpole-swingup", "dmc:point_mass-easy"]],
+     "already in task_packs[0]"),
+    ([["dmc:cartpole-balance", "dmc:point_mass-easy"]], "same observation and action shapes"),
+])
+def test_bad_task_packs_are_rejected(packs, message):
+    cfg = dict(preset("default"), tasks=["dmc:cartpole-balance", "dmc:cartpole-swingup", "dmc:point_mass-easy"],
+               task_packs=packs)
+    with pytest.raises(flowrl_study.StudyError, match=message.replace("[", r"\[")):
+        flowrl_study.load_study(cfg)
+
+
+@pytest.mark.slow
+def test_task_pack_study_trains_each_run_into_its_own_directory(tmp_path):
+    tasks = ["dmc:cartpole-balance", "dmc:cartpole-swingup"]
+    study = write_study(
+        tmp_path / "study.yaml", study="pack", algos=["flowrl"], tasks=tasks, task_packs=[tasks], seeds=1, steps=400,
+        eval_every=200, eval_episodes=1, overrides=TINY_OVERRIDES,
+        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10})
+    snakemake(["runs", "--cores", "1", "--configfile", str(study)], tmp_path, check=True)
+    runs = tmp_path / "runs" / "pack"
+    log = (runs / "logs" / "flowrl" / "dmc_cartpole-balance+dmc_cartpole-swingup" / "seeds-0.log").read_text()
+    assert "--tasks dmc:cartpole-balance dmc:cartpole-swingup --seeds 0" in log
+    for task in tasks:
+        run = runs / "flowrl" / task.replace(":", "_") / "seed0"
+        assert (run / "DONE").is_file() and eval_steps(run) == [0, 200, 400]
+        assert yaml.safe_load((run / "config.yaml").read_text())["task"] == task
+    assert (runs / "jobs" / "flowrl" / "dmc_cartpole-balance+dmc_cartpole-swingup" / "seeds-0.done").is_file()
 
 
 def test_run_directory_names_match_flowrl():
@@ -270,8 +317,24 @@ def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed(mo
     args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seeds", "0", "1",
                                  "--steps", "100", "--run-dir", "runs/x/seed{seed}", "--mode", "batched",
                                  "--marker", "m.done"])
+    both = [("dmc:cartpole-balance", 0), ("dmc:cartpole-balance", 1)]
     monkeypatch.setattr(train_job.os, "sched_getaffinity", lambda pid: {0, 1, 2})
-    assert "--env-processes" in train_job.train_command(args, [0, 1])
+    assert "--env-processes" in train_job.train_command(args, both)
     monkeypatch.setattr(train_job.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert "--env-processes" not in train_job.train_command(args, [0, 1])
-    assert "--env-processes" not in train_job.train_command(args, [0])  # single runs never
+    assert "--env-processes" not in train_job.train_command(args, both)
+    assert "--env-processes" not in train_job.train_command(args, both[:1])  # single runs never
+
+
+def test_task_pack_jobs_train_every_task_and_seed_in_one_process():
+    import train_job
+
+    args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:dog-run", "dmc:dog-walk", "--seeds", "0", "1",
+                                 "--steps", "100", "--run-dir", "runs/x/flowrl/{task}/seed{seed}", "--mode", "batched",
+                                 "--marker", "m.done", "--", "agent.hidden_dim=8"])
+    runs = [(t, s) for t in args.task for s in args.seeds]
+    cmd = train_job.train_command(args, runs)
+    assert cmd[cmd.index("--tasks") + 1:cmd.index("--seeds")] == ["dmc:dog-run", "dmc:dog-walk"]
+    assert cmd[cmd.index("--out") + 1] == "runs/x/flowrl/{task}/seed{seed}" and cmd[-1] == "agent.hidden_dim=8"
+    assert train_job.run_dir(args, "dmc:dog-walk", 1) == "runs/x/flowrl/dmc_dog-walk/seed1"
+    single = train_job.train_command(args, [("dmc:dog-walk", 1)])
+    assert single[single.index("--out") + 1] == "runs/x/flowrl/dmc_dog-walk/seed1"

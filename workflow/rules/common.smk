@@ -101,8 +101,8 @@ def activation(job):
 
 def train_params(wildcards):
     job = job_of(wildcards)
-    args = ["--algo", job.base_algo, "--task", job.task, "--seeds", *map(str, job.seeds), "--steps", str(job.steps),
-            "--run-dir", f"{RUNS}/{job.algo}/{job.slug}/seed{{seed}}", "--mode", job.pack_mode,
+    args = ["--algo", job.base_algo, "--task", *job.tasks, "--seeds", *map(str, job.seeds), "--steps", str(job.steps),
+            "--run-dir", f"{RUNS}/{job.algo}/{{task}}/seed{{seed}}", "--mode", job.pack_mode,
             "--marker", job_marker(job), "--", *flowrl_study.override_args(job.overrides)]
     return flowrl_study.shell_quote_all(args)
 

@@ -3,7 +3,7 @@
 Used by the Snakefile (workflow/rules/common.smk) and by the tests; importable without Snakemake:
 
     study = load_study(yaml.safe_load(open("config/default.yaml")))
-    for job in study.jobs(): print(job.algo, job.task, job.seeds)
+    for job in study.jobs(): print(job.algo, job.tasks, job.seeds)
 
 Run directories: runs/<study>/<algo>/<task_slug>/seed<seed>/ (task_slug: dmc:cartpole-balance ->
 dmc_cartpole-balance), where <algo> is the name used in `algos` (a registered algorithm or a variant).
@@ -27,6 +27,7 @@ DEFAULTS = {
     "variants": {},
     "seeds_per_job": 1,
     "pack_mode": "auto",
+    "task_packs": [],
     "resources": {"gpu": 0, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
     "suite_resources": {},
     "software": {"activate": "", "hb_activate": ""},
@@ -60,11 +61,12 @@ def override_args(overrides: dict) -> list[str]:
 
 @dataclasses.dataclass
 class TrainJob:
-    """One training job: one algorithm (or variant) on one task for one or more seeds."""
+    """One training job: one algorithm (or variant) on one task, or on a pack of tasks with the same shapes
+    trained as one batched model, for one or more seeds."""
 
     algo: str  # name in `algos`: run directories are runs/<study>/<algo>/...
     base_algo: str  # registered algorithm that flowrl-train runs
-    task: str
+    tasks: list[str]
     seeds: list[int]
     steps: int
     overrides: dict
@@ -73,7 +75,8 @@ class TrainJob:
 
     @property
     def slug(self) -> str:
-        return task_slug(self.task)
+        """The job's name in paths: the task's run directory name; a pack's joined with '+'."""
+        return "+".join(task_slug(t) for t in self.tasks)
 
     @property
     def seeds_label(self) -> str:
@@ -81,7 +84,7 @@ class TrainJob:
 
     @property
     def suite(self) -> str:
-        return self.task.partition(":")[0]
+        return self.tasks[0].partition(":")[0]  # the tasks of a pack share their suite (checked)
 
 
 class Study:
@@ -95,6 +98,7 @@ class Study:
         self.variants: dict = config["variants"]
         self.seeds_per_job: int = config["seeds_per_job"]
         self.pack_mode: str = config["pack_mode"]
+        self.task_packs: list[list[str]] = [list(p) for p in config["task_packs"]]
 
     # ------------------------------------------------------------------ per run settings
     def base_algo(self, algo: str) -> str:
@@ -126,8 +130,8 @@ class Study:
         return f"runs/{self.name}/{algo}/{task_slug(task)}/seed{seed}"
 
     # ------------------------------------------------------------------ jobs
-    def pack_mode_for(self, algo: str, n_seeds: int, gpu: int, batched_ok) -> str:
-        if n_seeds == 1:
+    def pack_mode_for(self, algo: str, n_runs: int, gpu: int, batched_ok) -> str:
+        if n_runs == 1:
             return "single"
         if self.pack_mode != "auto":
             return self.pack_mode
@@ -135,17 +139,30 @@ class Study:
             return "batched"
         return "parallel" if gpu > 0 else "sequential"
 
+    def task_groups(self, algo: str, batched_ok) -> list[list[str]]:
+        """The tasks of each job of `algo`: a task pack where the algorithm trains batched, else one task a job."""
+        if self.pack_mode not in ("auto", "batched") or not batched_ok(self.base_algo(algo)):
+            return [[t] for t in self.tasks]
+        packed = {t: pack for pack in self.task_packs for t in pack}
+        groups: list[list[str]] = []
+        for task in self.tasks:
+            group = packed.get(task, [task])
+            if group not in groups:
+                groups.append(group)
+        return groups
+
     def jobs(self, batched_ok=lambda algo: False) -> list[TrainJob]:
         jobs = []
         n = self.seeds_per_job
         for algo in self.algos:
-            for task in self.tasks:
+            for tasks in self.task_groups(algo, batched_ok):
                 for i in range(0, len(self.seeds), n):
                     seeds = self.seeds[i:i + n]
-                    gpu = self.resources_for(task, 1, "single").get("gpu", 0)
-                    mode = self.pack_mode_for(algo, len(seeds), gpu, batched_ok)
-                    jobs.append(TrainJob(algo, self.base_algo(algo), task, seeds, self.steps_for(task),
-                                         self.overrides_for(algo), self.resources_for(task, len(seeds), mode), mode))
+                    runs = len(tasks) * len(seeds)
+                    gpu = self.resources_for(tasks[0], 1, "single").get("gpu", 0)
+                    mode = self.pack_mode_for(algo, runs, gpu, batched_ok)
+                    jobs.append(TrainJob(algo, self.base_algo(algo), tasks, seeds, self.steps_for(tasks[0]),
+                                         self.overrides_for(algo), self.resources_for(tasks[0], runs, mode), mode))
         return jobs
 
     def expected(self) -> dict:
@@ -234,6 +251,20 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
             problems.append(f"tasks: '{task}' and '{slugs[task_slug(task)]}' share the run directory name "
                             f"{task_slug(task)}")
         slugs[task_slug(task)] = task
+    seen: dict[str, int] = {}
+    for i, pack in enumerate(study.task_packs):
+        where = f"task_packs[{i}]"
+        unknown = [t for t in pack if t not in study.tasks]
+        if unknown:
+            problems.append(f"{where}: {unknown} not in tasks")
+        twice = [t for t in pack if t in seen]
+        if twice:
+            problems.append(f"{where}: {twice} already in task_packs[{seen[twice[0]]}]; a task can be in one pack")
+        seen.update({t: i for t in pack})
+        if len({t.partition(':')[0] for t in pack}) > 1:
+            problems.append(f"{where}: tasks of different suites ({pack}) run in different software; pack them apart")
+        if len({study.steps_for(t) for t in pack if t in study.tasks and (not isinstance(steps, dict) or t in steps)}) > 1:
+            problems.append(f"{where}: tasks trained together need the same steps budget")
     for name, overrides in [("overrides", study.config["overrides"])] + [
             (f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()]:
         owned = sorted(WORKFLOW_OWNED_KEYS & set(overrides))
@@ -251,9 +282,9 @@ def check_overrides(study: Study, resolve) -> None:
     problems = []
     first_task = study.tasks[0]
     for job in study.jobs():
-        if job.seeds != study.seeds[:len(job.seeds)] or job.task != first_task:
+        if job.seeds != study.seeds[:len(job.seeds)] or first_task not in job.tasks:
             continue  # the settings are the same for every task and seed pack of this algorithm
-        settings = {"algo": job.base_algo, "task": job.task, "seed": job.seeds[0], "steps": job.steps,
+        settings = {"algo": job.base_algo, "task": first_task, "seed": job.seeds[0], "steps": job.steps,
                     **job.overrides}
         try:
             resolve(settings)
@@ -313,9 +344,26 @@ def load_study(config: dict, semantic: bool = True) -> Study:
             check_names(study, available_agents(), validate_task)
             check_overrides(study, lambda settings: resolve_config(nest(settings)))
             check_packing(study, batched_supported)
+            check_pack_shapes(study)
         finally:
             logging.root.handlers[:] = root_handlers
     return study
+
+
+def check_pack_shapes(study: Study) -> None:
+    """Tasks of a pack must share shapes and action bounds; checked here where their simulator is installed
+    (HumanoidBench packs are checked when their job starts, in their own software)."""
+    from flowrl.envs import SuiteNotInstalledError
+    from flowrl.multiseed import check_same_shapes
+    from flowrl.train import RunError
+
+    for i, pack in enumerate(study.task_packs):
+        try:
+            check_same_shapes(pack)
+        except SuiteNotInstalledError:
+            continue
+        except RunError as exc:
+            raise StudyError(f"study '{study.name}': task_packs[{i}]: {exc}") from None
 
 
 def batched_supported(algo: str) -> bool:

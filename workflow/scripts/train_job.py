@@ -1,13 +1,15 @@
-"""Run one workflow training job: one algorithm on one task for one or more seeds, then write the job marker.
+"""Run one workflow training job: one algorithm on one task (or a pack of tasks with the same shapes) for one or
+more seeds, then write the job marker.
 
     python workflow/scripts/train_job.py --algo flowrl --task dmc:cartpole-balance --seeds 0 1 2 --steps 20000 \
         --run-dir 'runs/default/flowrl/dmc_cartpole-balance/seed{seed}' --mode batched \
         --marker runs/default/jobs/flowrl/dmc_cartpole-balance/seeds-0-1-2.done -- agent.hidden_dim=64
 
-Each seed trains into its own run directory with `python -m flowrl` (flowrl-train); a finished run (DONE) is
-skipped by the runner, an unfinished one resumes from its newest checkpoint. Modes: single / batched (one
-process, --seeds; with --env-processes when the job has more CPUs than seeds) / parallel (one process per
-seed) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed on to the training processes, which checkpoint
+Each (task, seed) trains into its own run directory with `python -m flowrl` (flowrl-train); a finished run
+(DONE) is skipped by the runner, an unfinished one resumes from its newest checkpoint. Several --task values
+(a task pack) need a --run-dir with {task} (the task's directory-safe name) and the batched mode. Modes:
+single / batched (one process, --seeds/--tasks; with --env-processes when the job has more CPUs than runs) /
+parallel (one process per run) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed on to the training processes, which checkpoint
 and stop; this script then exits non-zero without writing the marker, so Snakemake reruns the job later (and
 the runs resume).
 
@@ -30,30 +32,43 @@ import sys
 import time
 from pathlib import Path
 
+from flowrl_study import task_slug  # beside this script
+
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--algo", required=True)
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", nargs="+", required=True, help="one task, or several with the same shapes")
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--run-dir", required=True, help="run directory pattern containing {seed}")
+    p.add_argument("--run-dir", required=True, help="run directory pattern containing {seed} (and {task} with "
+                                                    "several tasks)")
     p.add_argument("--mode", choices=["single", "batched", "parallel", "sequential"], default="single")
     p.add_argument("--marker", required=True)
     p.add_argument("overrides", nargs="*", help="key=value settings for flowrl-train")
     return p.parse_args(argv)
 
 
-def train_command(args, seeds: list[int]) -> list[str]:
-    cmd = [sys.executable, "-m", "flowrl", "--algo", args.algo, "--task", args.task, "--steps", str(args.steps),
-           "--no-progress"]
-    if len(seeds) == 1:
-        cmd += ["--seed", str(seeds[0]), "--out", args.run_dir.format(seed=seeds[0])]
+def run_dir(args, task: str, seed: int) -> str:
+    return args.run_dir.format(task=task_slug(task), seed=seed)
+
+
+def train_command(args, runs: list[tuple[str, int]]) -> list[str]:
+    """flowrl-train for these (task, seed) runs: one run, or all of them as one batched model."""
+    cmd = [sys.executable, "-m", "flowrl", "--algo", args.algo, "--steps", str(args.steps), "--no-progress"]
+    if len(runs) == 1:
+        (task, seed), = runs
+        cmd += ["--task", task, "--seed", str(seed), "--out", run_dir(args, task, seed)]
     else:
+        tasks = list(dict.fromkeys(t for t, _ in runs))
+        seeds = list(dict.fromkeys(s for _, s in runs))
+        if len(tasks) * len(seeds) != len(runs):
+            raise ValueError("a batched job trains every task with every seed")
+        cmd += ["--task", tasks[0]] if len(tasks) == 1 else ["--tasks", *tasks]
         cmd += ["--seeds", *map(str, seeds), "--out", args.run_dir]
-        if len(os.sched_getaffinity(0)) > len(seeds):  # a CPU per seed's environment, one for the model
+        if len(os.sched_getaffinity(0)) > len(runs):  # a CPU per run's environment, one for the model
             cmd.append("--env-processes")  # same results (tests/test_multiseed.py), environments stepped in parallel
     return cmd + list(args.overrides)
 
@@ -107,40 +122,43 @@ def take_lock(path: Path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if "{seed}" not in args.run_dir:
-        raise SystemExit("train_job.py: --run-dir must contain {seed}")
+    if "{seed}" not in args.run_dir or (len(args.task) > 1 and "{task}" not in args.run_dir):
+        raise SystemExit("train_job.py: --run-dir must contain {seed}, and {task} when the job has several tasks")
+    if len(args.task) > 1 and args.mode != "batched":
+        raise SystemExit("train_job.py: several tasks in one job need --mode batched")
+    runs = [(t, s) for t in args.task for s in args.seeds]
     lock = take_lock(Path(args.marker).with_suffix(".lock"))  # noqa: F841  (held until the process exits)
     print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} host={os.uname().nodename} "
-          f"slurm_job={os.environ.get('SLURM_JOB_ID', '-')} algo={args.algo} task={args.task} seeds={args.seeds} "
-          f"mode={args.mode}", flush=True)
+          f"slurm_job={os.environ.get('SLURM_JOB_ID', '-')} algo={args.algo} task={' '.join(args.task)} "
+          f"seeds={args.seeds} mode={args.mode}", flush=True)
     children = Children()
     if args.mode in ("single", "batched"):
-        children.start(train_command(args, args.seeds))
+        children.start(train_command(args, runs))
         rc = children.wait_all()
     elif args.mode == "parallel":
-        for seed in args.seeds:
-            children.start(train_command(args, [seed]))
+        for run in runs:
+            children.start(train_command(args, [run]))
         rc = children.wait_all()
     else:  # sequential
         rc = 0
-        for seed in args.seeds:
+        for run in runs:
             if children.signum is not None:
                 break
-            children.start(train_command(args, [seed]))
+            children.start(train_command(args, [run]))
             rc = max(rc, children.procs[-1].wait())
     if children.signum is not None:
         print(f"train_job.py: stopped by signal {children.signum}; rerun the workflow to resume", flush=True)
         return rc or 128 + children.signum
-    missing = [s for s in args.seeds if not (Path(args.run_dir.format(seed=s)) / "DONE").is_file()]
+    dirs = {f"{t}/{s}" if len(args.task) > 1 else str(s): run_dir(args, t, s) for t, s in runs}
+    missing = [k for k, d in dirs.items() if not (Path(d) / "DONE").is_file()]
     if rc != 0 or missing:
-        print(f"train_job.py: exit status {rc}; seeds without DONE: {missing}", flush=True)
+        print(f"train_job.py: exit status {rc}; runs without DONE: {missing}", flush=True)
         return rc or 1
     marker = Path(args.marker)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    runs = {str(s): args.run_dir.format(seed=s) for s in args.seeds}
-    marker.write_text(json.dumps({"algo": args.algo, "task": args.task, "runs": runs,
+    marker.write_text(json.dumps({"algo": args.algo, "task": " ".join(args.task), "runs": dirs,
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
-    print(f"=== done: {', '.join(runs.values())}", flush=True)
+    print(f"=== done: {', '.join(dirs.values())}", flush=True)
     return 0
 
 
