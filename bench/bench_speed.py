@@ -244,7 +244,8 @@ def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=N
 
 def measure_evaluation(algo, task, device_name, episodes, eval_envs):
     """Seconds for one evaluation (`episodes` episodes of the untrained policy at its default size), played
-    `eval_envs` at a time (each in its own process when more than one; starting them is not timed)."""
+    `eval_envs` at a time (in their own processes when this process may use more than `eval_envs` CPUs, else in
+    this process, as a run does; starting them is not timed)."""
     import logging
 
     from flowrl.config import resolve_config

@@ -24,7 +24,7 @@ from flowrl.agents.base import Batch
 from flowrl.agents.registry import get_agent_class
 from flowrl.config import RunConfig
 from flowrl.envs import make_env
-from flowrl.subproc_env import SubprocEnv, step_all
+from flowrl.subproc_env import SubprocEnv, available_cpus, step_all, subproc_envs
 from flowrl.train import (_EVAL_POLICY, RunError, RunResult, RunSession, _StopFlag, derived_seed,
                           evaluation_episodes, progress_bar)
 
@@ -48,22 +48,38 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
     if len(members) != len(outs) or len(set(members)) != len(members) or len(set(map(str, outs))) != len(outs):
         raise RunError("give distinct (task, seed) pairs and one distinct output directory per pair")
     if not supports_members(cfg.algo):
-        raise RunError(f"algorithm {cfg.algo!r} cannot train several seeds as one batched model; "
-                       "run its seeds as separate runs (one flowrl-train per seed)")
+        raise RunError(f"algorithm {cfg.algo!r} cannot train several seeds or tasks as one batched model; "
+                       "train each task and seed as its own run (one flowrl-train per run)")
     check_same_shapes(sorted({task for task, _ in members}))
-    factory = SubprocEnv if env_processes else make_env  # also for every run's evaluation environments
-    sessions = [RunSession(dataclasses.replace(cfg, task=t, seed=s), o, force, env_factory=factory)
-                for (t, s), o in zip(members, outs)]
+    factory = SubprocEnv if env_processes else make_env
+    # Evaluation environments in processes too when every one of them gets a CPU (with eval_envs k, a pack of n
+    # runs has n * k), else all in this process.
+    n_eval = min(cfg.eval_envs, cfg.eval_episodes)
+    eval_in_processes = env_processes and available_cpus() > len(members) * n_eval
+
+    def eval_factory(task: str, k: int) -> list:
+        return subproc_envs(task, k) if eval_in_processes else [make_env(task) for _ in range(k)]
+
+    sessions = [RunSession(dataclasses.replace(cfg, task=t, seed=s), o, force, env_factory=factory,
+                           eval_env_factory=eval_factory) for (t, s), o in zip(members, outs)]
     results = {id(s): s.already_finished() for s in sessions if s.finished_before}
     active = [s for s in sessions if not s.finished_before]
+    # Runs that stopped at different steps (e.g. some finished or were added later) train in lockstep groups of
+    # equal steps, one group after another; after an interruption the groups not yet trained are left as they are.
+    groups: dict[int, list[RunSession]] = {}
+    for s in active:
+        groups.setdefault(s.runner.step, []).append(s)
+    signum = None
     try:
-        if active:
-            steps = {s.runner.step for s in active}
-            if len(steps) > 1:
-                detail = ", ".join(f"{s.cfg.task} seed {s.cfg.seed}: step {s.runner.step}" for s in active)
-                raise RunError(f"these runs stopped at different steps ({detail}); resume them as single runs")
-            for s, r in zip(active, _train_lockstep(cfg, active)):
+        for step in sorted(groups):
+            if signum is not None:
+                for s in groups[step]:
+                    results[id(s)] = s.close(signum)
+                continue
+            for s, r in zip(groups[step], _train_lockstep(cfg, groups[step])):
                 results[id(s)] = r
+                if r.status == "interrupted":
+                    signum = r.signal
     finally:
         for s in active:
             s.release()
@@ -82,7 +98,7 @@ def check_same_shapes(tasks: list[str]) -> None:
     first = specs[tasks[0]]
     if any(sp.obs_dim != first.obs_dim or sp.act_dim != first.act_dim or not np.array_equal(sp.act_low, first.act_low)
            or not np.array_equal(sp.act_high, first.act_high) for sp in specs.values()):
-        detail = "; ".join(f"{t}: obs {sp.obs_dim}, act {sp.act_dim}, bounds [{sp.act_low.min():g}, {sp.act_high.max():g}]"
+        detail = "; ".join(f"{t}: obs {sp.obs_dim}, act {sp.act_dim}, low {sp.act_low.tolist()}, high {sp.act_high.tolist()}"
                            for t, sp in specs.items())
         raise RunError(f"tasks trained as one batched model need the same observation and action shapes and action "
                        f"bounds ({detail}); train these tasks in separate processes")

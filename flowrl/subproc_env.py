@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 from typing import Any
 
 import numpy as np
@@ -9,7 +11,17 @@ import numpy as np
 from flowrl.envs.base import Env, Step
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one, e.g. a SLURM allocation)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def _worker(conn, task: str) -> None:
+    # A terminal's Ctrl-C or SLURM's SIGTERM reaches the whole process group: the trainer handles it (checkpoint,
+    # then it closes its environments); a worker dying first would break the trainer's next step instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from flowrl.envs import make_env
 
     env = make_env(task)
@@ -83,7 +95,8 @@ class SubprocEnv(Env):
                 pass
             self._proc.join(timeout=5)
             if self._proc.is_alive():
-                self._proc.terminate()
+                self._proc.kill()  # workers ignore SIGTERM (see _worker)
+                self._proc.join(timeout=5)
         self._conn.close()
 
 
@@ -94,7 +107,9 @@ def subproc_envs(task: str, n: int) -> list[SubprocEnv]:
         return [env.wait_ready() for env in envs]
     except BaseException:
         for env in envs:
-            env._proc.terminate()
+            env._proc.kill()
+            env._proc.join(timeout=5)
+            env._conn.close()
         raise
 
 

@@ -28,7 +28,7 @@ from flowrl.config import RunConfig, config_diff, config_to_dict, with_current_d
 from flowrl.logger import CSVLog, TensorBoard
 from flowrl.provenance import manifest, now
 from flowrl.replay import ReplayBuffer
-from flowrl.subproc_env import step_all, subproc_envs
+from flowrl.subproc_env import available_cpus, step_all, subproc_envs
 
 log = logging.getLogger("flowrl")
 CHECKPOINT_FORMAT = 1
@@ -180,6 +180,16 @@ def evaluation_episodes(envs: list[list], seeds: list[int], episodes: int, act) 
     return results
 
 
+def default_eval_envs(task: str, k: int) -> list:
+    """A run's k evaluation environments: each in its own process (stepping in parallel) when this process may use
+    a CPU per environment besides its own, else all in this process (the same results either way)."""
+    from flowrl.envs import make_env
+
+    if k > 1 and available_cpus() > k:
+        return subproc_envs(task, k)
+    return [make_env(task) for _ in range(k)]
+
+
 def evaluation_policy(agent, device: torch.device):
     """`act` for evaluation_episodes of one run: the agent's evaluation policy on the run's active evaluation
     environments, as one batch."""
@@ -197,7 +207,7 @@ def evaluation_policy(agent, device: torch.device):
 
 # ----------------------------------------------------------------------------------- the runner
 class Runner:
-    def __init__(self, cfg: RunConfig, out: Path, logger: logging.Logger = log, env_factory=None):
+    def __init__(self, cfg: RunConfig, out: Path, logger: logging.Logger = log, env_factory=None, eval_env_factory=None):
         from flowrl.envs import make_env
 
         self.cfg, self.out, self.log = cfg, out, logger
@@ -212,10 +222,11 @@ class Runner:
         # Evaluation episodes played at once (one batched policy call per step); each in its own process, stepping
         # in parallel, when this process may use a CPU per environment besides its own (the same results either way).
         n_eval = min(cfg.eval_envs, cfg.eval_episodes)
-        if env_factory is None and n_eval > 1 and len(os.sched_getaffinity(0)) > n_eval:
-            self.eval_envs = subproc_envs(cfg.task, n_eval)
-        else:
-            self.eval_envs = [(env_factory or make_env)(cfg.task) for _ in range(n_eval)]
+        if eval_env_factory is None:
+            eval_env_factory = default_eval_envs if env_factory is None else (lambda task, k: [env_factory(task)
+                                                                                             for _ in range(k)])
+        self.eval_envs = eval_env_factory(cfg.task, n_eval)
+        self._closed = False
         spec: EnvSpec = self.env.spec
         self.spec = spec
         self.agent = get_agent_class(cfg.algo)(spec, cfg.agent, self.device)
@@ -445,6 +456,9 @@ class Runner:
         return None
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.env.close()
         for env in self.eval_envs:
             env.close()
@@ -465,10 +479,10 @@ def _run_logger(out: Path) -> logging.Logger:
 class RunSession:
     """One run directory in this process: opened new or resumed (or found finished), then closed."""
 
-    def __init__(self, cfg: RunConfig, out: str | Path, force: bool = False, env_factory=None):
+    def __init__(self, cfg: RunConfig, out: str | Path, force: bool = False, env_factory=None, eval_env_factory=None):
         from flowrl.envs import validate_task
 
-        self.cfg, self.out, self.env_factory = cfg, Path(out), env_factory
+        self.cfg, self.out, self.env_factory, self.eval_env_factory = cfg, Path(out), env_factory, eval_env_factory
         cfg.validate()
         validate_task(cfg.task)
         state = prepare_run_dir(self.out, cfg, force)
@@ -489,7 +503,7 @@ class RunSession:
         self.info = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else manifest(resolve_device(cfg.device))
         if state == "new":
             (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        self.runner = Runner(cfg, out, self.log, self.env_factory)
+        self.runner = Runner(cfg, out, self.log, self.env_factory, self.eval_env_factory)
         resumed_from = None
         if state == "resume":
             ckpt, path = load_latest_checkpoint(out / "checkpoints", map_location="cpu", logger=self.log)
@@ -535,6 +549,9 @@ class RunSession:
         return RunResult("finished", out, runner.step)
 
     def release(self) -> None:
+        """Close the environments (also after an error) and the run's log handlers."""
+        if getattr(self, "runner", None) is not None:
+            self.runner.close()
         for h in list(self.log.handlers):
             self.log.removeHandler(h)
             h.close()

@@ -43,14 +43,15 @@ def test_batched_seeds_match_single_runs(single_runs, tmp_path):
 
 
 def test_batched_seeds_with_env_processes_match_single_runs(single_runs, tmp_path):
-    """Training and evaluation environments in their own processes (stepped in parallel) change nothing."""
+    """Training environments in their own processes (stepped in parallel) change nothing."""
     assert cli_main([*COMMON, "--seeds", "1", "2", "--env-processes", "--out", str(tmp_path / "seed{seed}")]) == 0
     for s in (1, 2):
         assert returns(tmp_path / f"seed{s}") == pytest.approx(returns(single_runs / f"seed{s}"), rel=1e-3)
 
 
 def test_parallel_evaluation_of_batched_seeds_matches_single_runs(tmp_path):
-    """eval_envs=2: each run plays its 2 evaluation episodes at once, in 2 environment processes; packed seeds
+    """eval_envs=2: each run plays its 2 evaluation episodes at once (in this process on a 2-CPU machine; in
+    environment processes given more CPUs: test_evaluation_in_environment_processes_changes_nothing); packed seeds
     get exactly their single runs' evaluations."""
     common = [*COMMON, "eval_every=500", "eval_episodes=2", "eval_envs=2"]
     assert cli_main([*common, "--seed", "2", "--out", str(tmp_path / "single")]) == 0
@@ -101,9 +102,34 @@ def test_tasks_with_different_shapes_are_refused_before_anything_is_written(tmp_
     assert not any(tmp_path.iterdir())
 
 
+def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path):
+    """Seed 2 interrupted part-way as a single run, seed 1 not started: a packed command finishes both (in
+    lockstep groups of equal steps), each exactly its single run."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "seed{seed}"
+    proc = subprocess.Popen([sys.executable, "-m", "flowrl", *COMMON, "--seed", "2", "--out", str(tmp_path / "seed2")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = list(csv.DictReader(open(tmp_path / "seed2" / "train.csv"))) if (tmp_path / "seed2" / "train.csv").exists() else []
+        if rows and int(rows[-1]["step"]) >= 200 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    if (tmp_path / "seed2" / "DONE").exists():
+        pytest.skip("the run finished before the interrupt arrived")
+    assert cli_main([*COMMON, "--seeds", "1", "2", "--out", str(out)]) == 0
+    for s in (1, 2):
+        assert returns(tmp_path / f"seed{s}") == pytest.approx(returns(single_runs / f"seed{s}"), rel=1e-3)
+
+
 def test_batched_seeds_refuse_agents_without_member_support(tmp_path, capsys):
     rc = cli_main(["--algo", "sac", *COMMON, "--seeds", "1", "2", "--out", str(tmp_path / "s{seed}")])
-    assert rc == 2 and "run its seeds as separate runs" in capsys.readouterr().err
+    assert rc == 2 and "train each task and seed as its own run" in capsys.readouterr().err
 
 
 class _FallingEnv:
@@ -185,6 +211,35 @@ def test_parallel_evaluation_plays_the_same_episodes_in_the_same_order():
     assert len(set(by_k[1])) == 5, "episodes should differ from one another"
     for k, returns in by_k.items():
         assert returns == pytest.approx(by_k[1], rel=1e-5, abs=1e-5), k
+
+
+def test_evaluation_in_environment_processes_changes_nothing():
+    """The same episodes in worker processes (stepped in parallel) as in this process; a worker ignores the
+    Ctrl-C / SIGTERM that reaches the whole process group (the trainer handles it, then closes its workers)."""
+    import os
+
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+    from flowrl.envs import make_env
+    from flowrl.subproc_env import subproc_envs
+    from flowrl.train import evaluation_episodes, evaluation_policy
+
+    task = "dmc:cartpole-swingup"
+    local = [make_env(task) for _ in range(2)]
+    workers = subproc_envs(task, 2)
+    try:
+        os.kill(workers[0]._proc.pid, signal.SIGINT)
+        os.kill(workers[1]._proc.pid, signal.SIGTERM)
+        results = []
+        for envs in (local, workers):
+            torch.manual_seed(0)
+            agent = FlowRL(local[0].spec, FlowRLConfig(hidden_dim=16))
+            agent.seed_evaluation(5)
+            results.append(evaluation_episodes([envs], [3], 3, evaluation_policy(agent, agent.device))[0][0])
+        assert len(results[0]) == 3 and results[1] == pytest.approx(results[0], rel=1e-6)
+    finally:
+        for env in local + workers:
+            env.close()
+    assert not any(w._proc.is_alive() for w in workers)
 
 
 def test_act_members_mask_is_for_evaluation_only():
