@@ -10,6 +10,7 @@ this device's GEMM rate, the most updates/s any implementation of the update can
 
     python bench/bench_speed.py                       # CPU (and GPU when present), dmc:dog-run shapes
     python bench/bench_speed.py --device cuda --seeds 8 --amp auto
+    python3 bench/bench_speed.py --device cuda --shapes 223x38 --seeds 8   # dog-run's shapes, no simulator needed
 Each measurement runs in a fresh process so its peak memory is its own.
     python bench/bench_speed.py --device cpu --algos flowrl --skip-e2e --rounds 12   # just the comparison
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import multiprocessing as mp
+import re
 import resource
 import sys
 import tempfile
@@ -60,6 +62,14 @@ def _timed(fn, n, device, warmup=3):
 
 
 def _spec(task):
+    """The task's shapes; 'shapes:OBSxACT' (from --shapes) makes them up without building a simulator."""
+    if task.startswith("shapes:"):
+        import numpy as np
+
+        from flowrl.agents.base import EnvSpec
+
+        obs, act = (int(x) for x in task.partition(":")[2].split("x"))
+        return EnvSpec(obs, act, -np.ones(act, np.float32), np.ones(act, np.float32))
     from flowrl.envs import make_env
 
     env = make_env(task)
@@ -305,6 +315,9 @@ def isolated(fn, *args, timeout=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="dmc:dog-run")
+    ap.add_argument("--shapes", metavar="OBSxACT", help="time the updates at these shapes (e.g. 223x38, dog-run's) "
+                    "without a simulator: no env, end-to-end or evaluation figures (e.g. on a GPU machine "
+                    "without dm_control)")
     ap.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when present")
     ap.add_argument("--algos", nargs="+", default=["flowrl", "sac", "td3", "qvpo"])
     ap.add_argument("--updates", type=int, default=20)
@@ -320,13 +333,21 @@ def main():
     ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
                     "(its torch.compile max-autotune takes minutes on a GPU)")
     args = ap.parse_args()
+    simulator = not args.shapes
+    if args.shapes:
+        if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.shapes):
+            ap.error(f"--shapes {args.shapes!r}: give OBSxACT, e.g. 223x38")
+        args.task, args.skip_e2e, args.eval_episodes = f"shapes:{args.shapes}", True, 0
 
     import torch
 
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"# task {args.task}, batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print(f"env steps/s (random actions, one process): {isolated(measure_env, args.task, 3000)['env_steps_per_s']:.0f}")
+    if simulator:
+        env = isolated(measure_env, args.task, 3000)
+        print(f"env steps/s (random actions, one process): {env['env_steps_per_s']:.0f}" if "error" not in env else
+              f"env steps/s: error: {env['error']} (--shapes OBSxACT times the updates without a simulator)")
     for dev in devices:
         print(f"\n## device {dev}")
         print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")

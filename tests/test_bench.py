@@ -31,3 +31,21 @@ def test_bench_speed_reports_every_figure():
         rf"flowrl x2 seeds end to end \(env processes\): {number} steps/s",
     ]:
         assert re.search(pattern, out), (pattern, out)
+
+
+@pytest.mark.slow
+def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
+    """--shapes times the updates without building an environment (e.g. on a GPU machine without dm_control):
+    a dm_control that cannot be imported changes nothing."""
+    import os
+
+    (tmp_path / "dm_control").mkdir()
+    (tmp_path / "dm_control" / "__init__.py").write_text("raise ImportError('no simulator on this machine')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
+           "flowrl", "--updates", "2", "--batch-size", "32", "--seeds", "2", "--rounds", "1", "--round-updates", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "error" not in proc.stdout and "# task shapes:5x1" in proc.stdout, proc.stdout
+    assert re.search(r"flowrl, amp=bf16 +[0-9.]+ updates/s", proc.stdout) and "seeds batched" in proc.stdout
+    assert "env steps/s" not in proc.stdout and "evaluation of" not in proc.stdout
