@@ -330,6 +330,9 @@ def main():
                     "and all at once (eval_envs); 0 skips it")
     ap.add_argument("--rounds", type=int, default=8, help="alternating rounds of the head-to-head comparison")
     ap.add_argument("--round-updates", type=int, default=5, help="updates per contender per round")
+    ap.add_argument("--official-compile", choices=["auto", "off"], default="auto",
+                    help="auto: the official-style update compiled as its code does (torch.compile max-autotune on "
+                    "CUDA; minutes of compilation), plus an eager one on CUDA; off: eager only (a quick first look)")
     ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
                     "(its torch.compile max-autotune takes minutes on a GPU)")
     args = ap.parse_args()
@@ -362,7 +365,9 @@ def main():
             if algo == "flowrl":
                 flow_ups, flow_e2e = u["updates_per_s"], e.get("steps_per_s")
         if "flowrl" in args.algos:
-            official = [("official-style FlowRL", None)] + ([("official-style, eager", False)] if dev == "cuda" else [])
+            compiled = None if args.official_compile == "auto" else False
+            official = [("official-style FlowRL", compiled)] + ([("official-style, eager", False)]
+                                                                 if dev == "cuda" and compiled is None else [])
             for name, compile_ in official:
                 off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
                                timeout=args.official_timeout)
@@ -373,11 +378,13 @@ def main():
                       f"(separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)")
             variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
             official_variants = {}
+            if dev == "cuda" and compiled is None:
+                official_variants["official-style, eager"] = {"compile_": False}
             if dev == "cpu":  # bf16 is the official code's training precision; it autocasts on CUDA only
                 variants["flowrl, amp=bf16"] = {"amp": "bf16"}
                 official_variants["official-style, bf16"] = {"amp": True}  # the like-for-like contender
             h2h = isolated(measure_head_to_head, args.task, dev, args.rounds, args.round_updates, args.batch_size,
-                           variants, official_variants, timeout=args.official_timeout)
+                           variants, official_variants, compiled, timeout=args.official_timeout)
             if "error" in h2h:
                 print(f"head to head: error: {h2h['error']}")
             else:
