@@ -177,6 +177,12 @@ def test_task_packs_put_same_shape_tasks_of_batched_algorithms_into_one_job():
     assert len(flow) == 5 and all(j.tasks == dogs and j.pack_mode == "batched" for j in flow)  # seeds_per_job 1
     assert flow[0].slug == "dmc_dog-run+dmc_dog-trot+dmc_dog-stand+dmc_dog-walk"
     assert flow[0].resources["mem_mb"] == 4 * cfg["resources"]["mem_mb"]  # a replay buffer per run
+    cfg["resources"] = dict(cfg["resources"], packed_run_mem_mb=3000)  # each further run adds 3 GB, not mem_mb
+    packed = flowrl_study.load_study(cfg, semantic=False).jobs(batched_ok=lambda algo: algo == "flowrl")
+    dog = next(j for j in packed if j.algo == "flowrl" and "dmc:dog-run" in j.tasks)
+    assert dog.resources["mem_mb"] == cfg["resources"]["mem_mb"] + 3 * 3000 and "packed_run_mem_mb" not in dog.resources
+    single = next(j for j in packed if j.algo == "sac" and "dmc:dog-run" in j.tasks)
+    assert single.resources["mem_mb"] == cfg["resources"]["mem_mb"]
     assert len([j for j in jobs if j.algo == "flowrl"]) == 5 * (15 - 4 + 1)
     sac = [j for j in jobs if j.algo == "sac" and "dmc:dog-run" in j.tasks]
     assert len(sac) == 5 and all(j.tasks == ["dmc:dog-run"] for j in sac)  # SAC cannot batch: one task a job

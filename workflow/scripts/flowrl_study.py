@@ -115,15 +115,16 @@ class Study:
         out.update(self.variants.get(algo, {}).get("overrides") or {})
         return out
 
-    def resources_for(self, task: str, n_seeds: int, mode: str) -> dict:
+    def resources_for(self, task: str, n_runs: int, mode: str) -> dict:
         res = dict(self.config["resources"])
         res.update(self.config["suite_resources"].get(task.partition(":")[0], {}))
-        if mode in ("batched", "parallel"):  # every seed keeps its own replay buffer in memory
-            res["mem_mb"] = res["mem_mb"] * n_seeds
+        per_run = res.pop("packed_run_mem_mb", None) or res["mem_mb"]
+        if mode in ("batched", "parallel"):  # every run keeps its own replay buffer and environments
+            res["mem_mb"] = res["mem_mb"] + per_run * (n_runs - 1)
         if mode == "parallel":
-            res["cpus_per_task"] = res["cpus_per_task"] * n_seeds
+            res["cpus_per_task"] = res["cpus_per_task"] * n_runs
         if mode == "sequential":
-            res["runtime"] = res["runtime"] * n_seeds
+            res["runtime"] = res["runtime"] * n_runs
         return res
 
     def run_dir(self, algo: str, task: str, seed: int) -> str:
