@@ -354,6 +354,7 @@ def main():
     for dev in devices:
         print(f"\n## device {dev}")
         print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")
+        flow_ups = flow_e2e = None  # FlowRL's own figures, for the ratios below (None when it failed)
         for algo in args.algos:
             u = isolated(measure_updates, algo, args.task, dev, args.updates, args.batch_size, 1, args.amp)
             e = {} if args.skip_e2e else isolated(measure_end_to_end, algo, args.task, dev, args.e2e_steps, args.batch_size)
@@ -366,16 +367,17 @@ def main():
                 flow_ups, flow_e2e = u["updates_per_s"], e.get("steps_per_s")
         if "flowrl" in args.algos:
             compiled = None if args.official_compile == "auto" else False
-            official = [("official-style FlowRL", compiled)] + ([("official-style, eager", False)]
-                                                                 if dev == "cuda" and compiled is None else [])
+            label = "official-style FlowRL" if compiled is None or dev == "cpu" else "official-style, eager"
+            official = [(label, compiled)] + ([("official-style, eager", False)]
+                                              if dev == "cuda" and compiled is None else [])
             for name, compile_ in official:
                 off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
                                timeout=args.official_timeout)
                 if "error" in off:
                     print(f"{name:22} error: {off['error']}")
                     continue
-                print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}   "
-                      f"(separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)")
+                ratio = f"   (separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)" if flow_ups else ""
+                print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}{ratio}")
             variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
             official_variants = {}
             if dev == "cuda" and compiled is None:
@@ -409,8 +411,8 @@ def main():
                     print(line)
             multi = isolated(measure_updates, "flowrl", args.task, dev, max(3, args.updates // 2), args.batch_size,
                              args.seeds, args.amp)
-            if "error" in multi:
-                print(f"flowrl x{args.seeds} seeds batched: error: {multi['error']}")
+            if "error" in multi or not flow_ups:
+                print(f"flowrl x{args.seeds} seeds batched: error: {multi.get('error', 'no one-seed figure to compare')}")
             else:
                 ratio = flow_ups / multi["updates_per_s"]
                 print(f"flowrl x{args.seeds} seeds batched: {multi['updates_per_s']:.1f} updates/s of all seeds together, "

@@ -60,26 +60,35 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
     def eval_factory(task: str, k: int) -> list:
         return subproc_envs(task, k) if eval_in_processes else [make_env(task) for _ in range(k)]
 
-    sessions = [RunSession(dataclasses.replace(cfg, task=t, seed=s), o, force, env_factory=factory,
-                           eval_env_factory=eval_factory) for (t, s), o in zip(members, outs)]
+    sessions: list[RunSession] = []
+    try:
+        for (t, s), o in zip(members, outs):
+            sessions.append(RunSession(dataclasses.replace(cfg, task=t, seed=s), o, force, env_factory=factory,
+                                       eval_env_factory=eval_factory))
+    except BaseException:
+        for s in sessions:
+            if not s.finished_before:
+                s.release()
+        raise
     results = {id(s): s.already_finished() for s in sessions if s.finished_before}
     active = [s for s in sessions if not s.finished_before]
     # Runs that stopped at different steps (e.g. some finished or were added later) train in lockstep groups of
-    # equal steps, one group after another; after an interruption the groups not yet trained are left as they are.
+    # equal steps, one group after another. After a signal the groups not yet trained stay as they were.
     groups: dict[int, list[RunSession]] = {}
     for s in active:
         groups.setdefault(s.runner.step, []).append(s)
-    signum = None
     try:
-        for step in sorted(groups):
-            if signum is not None:
-                for s in groups[step]:
-                    results[id(s)] = s.close(signum)
-                continue
-            for s, r in zip(groups[step], _train_lockstep(cfg, groups[step])):
-                results[id(s)] = r
-                if r.status == "interrupted":
-                    signum = r.signal
+        with _StopFlag() as stop:
+            for n, step in enumerate(sorted(groups)):
+                if stop.signum is not None:
+                    for s in groups[step]:
+                        results[id(s)] = s.leave_untrained(stop.signum)
+                    continue
+                if n:  # this group's session starts now, not when its run directory was opened
+                    for s in groups[step]:
+                        s.restart_clock()
+                for s, r in zip(groups[step], _train_lockstep(cfg, groups[step], stop)):
+                    results[id(s)] = r
     finally:
         for s in active:
             s.release()
@@ -104,7 +113,7 @@ def check_same_shapes(tasks: list[str]) -> None:
                        f"bounds ({detail}); train these tasks in separate processes")
 
 
-def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResult]:
+def _train_lockstep(cfg: RunConfig, sessions: list[RunSession], stop: _StopFlag) -> list[RunResult]:
     runners = [s.runner for s in sessions]
     lead = runners[0]
     agent = type(lead.agent).stack([r.agent.state_dict() for r in runners], lead.spec, cfg.agent, lead.device)
@@ -112,41 +121,39 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession]) -> list[RunResul
     def sync(i: int) -> None:  # runner i's own agent takes seed i's weights (for its checkpoint and final files)
         runners[i].agent.load_state_dict(agent.unstack(i))
 
-    signum = None
-    with _StopFlag() as stop:
-        initial = [s for s in sessions if s.runner.needs_initial_eval()]
-        if initial:
-            _evaluate_lockstep(agent, sessions, record=initial)
-        for s in sessions:
-            s.runner.start(s.session_start, initial_eval=False)
-        with progress_bar(cfg, lead.step) as bar:
-            while lead.step < cfg.steps:
-                if stop.signum is not None:
-                    break
-                actions = [r.begin_step() for r in runners]
-                if actions[0] is None:
-                    obs = torch.stack([r._obs_tensor(r.obs) for r in runners])  # (n, 1, obs_dim)
-                    acted = agent.act_members(obs, deterministic=False).cpu().numpy()
-                    actions = [a[0] for a in acted]
-                    for _ in range(cfg.updates_per_step):
-                        batch = Batch(*(torch.stack(x) for x in zip(*[r.replay.sample(cfg.batch_size) for r in runners])))
-                        metrics = agent.update_members(batch, lead.updates)
-                        for i, r in enumerate(runners):
-                            r._accumulate({k: v[i] for k, v in metrics.items()})
-                            r.updates += 1
-                for s, a, step in zip(sessions, actions, step_all([r.env for r in runners], actions)):
-                    s.runner.finish_step(a, step, s.session_start, housekeeping=False)
-                due_eval, due_ckpt = lead.due()  # the seeds are in lockstep: due together
-                if due_eval:
-                    _evaluate_lockstep(agent, sessions)
-                if due_ckpt:
-                    for i, s in enumerate(sessions):
-                        sync(i)
-                        s.runner.checkpoint(s.session_start)
-                bar.update(1)
-                if lead.step % cfg.log_every == 0:
-                    bar.set_postfix(lead.progress_postfix())
-        signum = stop.signum
+    initial = [s for s in sessions if s.runner.needs_initial_eval()]
+    if initial:
+        _evaluate_lockstep(agent, sessions, record=initial)
+    for s in sessions:
+        s.runner.start(s.session_start, initial_eval=False)
+    with progress_bar(cfg, lead.step) as bar:
+        while lead.step < cfg.steps:
+            if stop.signum is not None:
+                break
+            actions = [r.begin_step() for r in runners]
+            if actions[0] is None:
+                obs = torch.stack([r._obs_tensor(r.obs) for r in runners])  # (n, 1, obs_dim)
+                acted = agent.act_members(obs, deterministic=False).cpu().numpy()
+                actions = [a[0] for a in acted]
+                for _ in range(cfg.updates_per_step):
+                    batch = Batch(*(torch.stack(x) for x in zip(*[r.replay.sample(cfg.batch_size) for r in runners])))
+                    metrics = agent.update_members(batch, lead.updates)
+                    for i, r in enumerate(runners):
+                        r._accumulate({k: v[i] for k, v in metrics.items()})
+                        r.updates += 1
+            for s, a, step in zip(sessions, actions, step_all([r.env for r in runners], actions)):
+                s.runner.finish_step(a, step, s.session_start, housekeeping=False)
+            due_eval, due_ckpt = lead.due()  # the seeds are in lockstep: due together
+            if due_eval:
+                _evaluate_lockstep(agent, sessions)
+            if due_ckpt:
+                for i, s in enumerate(sessions):
+                    sync(i)
+                    s.runner.checkpoint(s.session_start)
+            bar.update(1)
+            if lead.step % cfg.log_every == 0:
+                bar.set_postfix(lead.progress_postfix())
+    signum = stop.signum
     out = []
     for i, s in enumerate(sessions):
         sync(i)

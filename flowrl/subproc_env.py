@@ -1,9 +1,12 @@
 """An environment that lives in its own process, so several can step in parallel."""
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
+import multiprocessing.util  # noqa: F401  (registers its exit handler before ours, so ours runs first)
 import os
 import signal
+import weakref
 from typing import Any
 
 import numpy as np
@@ -18,10 +21,10 @@ def available_cpus() -> int:
 
 
 def _worker(conn, task: str) -> None:
-    # A terminal's Ctrl-C or SLURM's SIGTERM reaches the whole process group: the trainer handles it (checkpoint,
-    # then it closes its environments); a worker dying first would break the trainer's next step instead.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A terminal's Ctrl-C or SLURM's SIGTERM/SIGUSR1 reaches the whole process group: the trainer handles it
+    # (checkpoint, then it closes its environments); a worker dying first would break the trainer's next step.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
     from flowrl.envs import make_env
 
     env = make_env(task)
@@ -42,6 +45,19 @@ def _worker(conn, task: str) -> None:
         conn.close()
 
 
+_LIVE: "weakref.WeakSet[SubprocEnv]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live_workers() -> None:
+    """Workers ignore SIGTERM, which is how multiprocessing ends daemon processes at exit (it would then wait
+    forever): kill any still running when the interpreter exits (atexit runs this before multiprocessing's)."""
+    for env in list(_LIVE):
+        if env._proc.is_alive():
+            env._proc.kill()
+            env._proc.join(timeout=5)
+
+
 class SubprocEnv(Env):
     """Proxy for `make_env(task)` running in a child process (started with 'spawn', so it is fork-safe).
 
@@ -53,6 +69,7 @@ class SubprocEnv(Env):
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_worker, args=(child, task), daemon=True)
         self._proc.start()
+        _LIVE.add(self)
         child.close()
         self.name = task
         self._waiting = False

@@ -219,6 +219,17 @@ class Runner:
         torch.manual_seed(cfg.seed)
 
         self.env = (env_factory or make_env)(cfg.task)
+        self.eval_envs: list = []
+        try:
+            self._build(cfg, out, env_factory, eval_env_factory)
+        except BaseException:
+            for env in [self.env, *self.eval_envs]:
+                env.close()
+            raise
+
+    def _build(self, cfg: RunConfig, out: Path, env_factory, eval_env_factory) -> None:
+        """Everything after the training environment (apart, so that __init__ can close the environments when
+        any of it fails: worker processes must not outlive a failed start)."""
         # Evaluation episodes played at once (one batched policy call per step); each in its own process, stepping
         # in parallel, when this process may use a CPU per environment besides its own (the same results either way).
         n_eval = min(cfg.eval_envs, cfg.eval_episodes)
@@ -520,6 +531,18 @@ class RunSession:
         self.info.setdefault("sessions", []).append(self.session)
         _write_json(self.manifest_path, self.info)
         self.session_start = time.time()
+
+    def restart_clock(self) -> None:
+        """Count this session's wall time from now (it waited while other runs of its process trained)."""
+        self.session["start_time"] = now()
+        self.session_start = time.time()
+
+    def leave_untrained(self, signum: int) -> RunResult:
+        """Stopped before this session trained a step: record it and leave the run as it was (no new checkpoint)."""
+        self.session.update(end_time=now(), end_step=self.runner.step, stopped_by_signal=signum)
+        _write_json(self.manifest_path, self.info)
+        self.runner.close()
+        return RunResult("interrupted", self.out, self.runner.step, signum)
 
     def already_finished(self) -> RunResult:
         done = json.loads((self.out / "DONE").read_text() or "{}")

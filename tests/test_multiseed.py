@@ -242,6 +242,21 @@ def test_evaluation_in_environment_processes_changes_nothing():
     assert not any(w._proc.is_alive() for w in workers)
 
 
+def test_a_process_with_environment_workers_exits_after_an_error(tmp_path):
+    """Workers ignore SIGTERM, the signal multiprocessing ends them with at exit: without our exit hook a trainer
+    that fails with workers alive would hang at exit (a GPU job would sit there until its time limit)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fail.py"
+    script.write_text("from flowrl.subproc_env import SubprocEnv\n"
+                      "if __name__ == '__main__':\n"
+                      "    env = SubprocEnv('dmc:cartpole-balance')\n"
+                      "    raise RuntimeError('boom')\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "RuntimeError: boom" in proc.stderr
+
+
 def test_act_members_mask_is_for_evaluation_only():
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
 
