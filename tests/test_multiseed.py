@@ -1,5 +1,6 @@
 """Several seeds in one process (batched FlowRL) against single runs of the same seeds."""
 import csv
+import json
 import signal
 import threading
 
@@ -122,6 +123,22 @@ def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path):
     proc.communicate(timeout=120)
     if (tmp_path / "seed2" / "DONE").exists():
         pytest.skip("the run finished before the interrupt arrived")
+
+    # A signal while the first group (seed 1, from step 0) trains: seed 2's group is left as it was.
+    def checkpoints():
+        return {p.name: p.stat().st_mtime_ns for p in (tmp_path / "seed2" / "checkpoints").iterdir()}
+
+    before = checkpoints()
+    timer = threading.Timer(4.0, lambda: signal.raise_signal(signal.SIGTERM))
+    timer.start()
+    rc = cli_main([*COMMON, "--seeds", "1", "2", "--out", str(out)])
+    timer.cancel()
+    if (tmp_path / "seed1" / "DONE").exists():
+        pytest.skip("the signal came after the first group had finished (machine too fast for this timing)")
+    assert rc == 128 + signal.SIGTERM
+    assert checkpoints() == before  # no checkpoint written (nor rewritten) for the untrained group
+    assert json.loads((tmp_path / "seed2" / "manifest.json").read_text())["sessions"][-1]["stopped_by_signal"]
+
     assert cli_main([*COMMON, "--seeds", "1", "2", "--out", str(out)]) == 0
     for s in (1, 2):
         assert returns(tmp_path / f"seed{s}") == pytest.approx(returns(single_runs / f"seed{s}"), rel=1e-3)
