@@ -103,7 +103,7 @@ def test_tasks_with_different_shapes_are_refused_before_anything_is_written(tmp_
     assert not any(tmp_path.iterdir())
 
 
-def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path):
+def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path, monkeypatch):
     """Seed 2 interrupted part-way as a single run, seed 1 not started: a packed command finishes both (in
     lockstep groups of equal steps), each exactly its single run."""
     import subprocess
@@ -129,13 +129,18 @@ def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path):
         return {p.name: p.stat().st_mtime_ns for p in (tmp_path / "seed2" / "checkpoints").iterdir()}
 
     before = checkpoints()
-    timer = threading.Timer(4.0, lambda: signal.raise_signal(signal.SIGTERM))
-    timer.start()
+    import flowrl.multiseed
+
+    evaluate = flowrl.multiseed._evaluate_lockstep
+
+    def evaluate_then_signal(agent, sessions, record=None):  # SIGTERM right after group 1's first evaluation
+        evaluate(agent, sessions, record)
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(flowrl.multiseed, "_evaluate_lockstep", evaluate_then_signal)
     rc = cli_main([*COMMON, "--seeds", "1", "2", "--out", str(out)])
-    timer.cancel()
-    if (tmp_path / "seed1" / "DONE").exists():
-        pytest.skip("the signal came after the first group had finished (machine too fast for this timing)")
-    assert rc == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    assert rc == 128 + signal.SIGTERM and not (tmp_path / "seed1" / "DONE").exists()
     assert checkpoints() == before  # no checkpoint written (nor rewritten) for the untrained group
     assert json.loads((tmp_path / "seed2" / "manifest.json").read_text())["sessions"][-1]["stopped_by_signal"]
 
