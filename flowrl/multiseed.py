@@ -15,6 +15,7 @@ those of its single run, so its eval.csv matches the single run's up to floating
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,9 @@ from flowrl.agents.base import Batch
 from flowrl.agents.registry import get_agent_class
 from flowrl.config import RunConfig
 from flowrl.envs import make_env
-from flowrl.subproc_env import SubprocEnv, available_cpus, step_all, subproc_envs
+from flowrl.subproc_env import SubprocEnv, available_cpus, step_all
 from flowrl.train import (_EVAL_POLICY, RunError, RunResult, RunSession, _StopFlag, derived_seed,
-                          evaluation_episodes, progress_bar)
+                          eval_envs_for, evaluation_episodes, progress_bar)
 
 
 def supports_members(algo: str) -> bool:
@@ -55,10 +56,8 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
     # Evaluation environments in processes too when every one of them gets a CPU (with eval_envs k, a pack of n
     # runs has n * k), else all in this process.
     n_eval = min(cfg.eval_envs, cfg.eval_episodes)
-    eval_in_processes = env_processes and available_cpus() > len(members) * n_eval
-
-    def eval_factory(task: str, k: int) -> list:
-        return subproc_envs(task, k) if eval_in_processes else [make_env(task) for _ in range(k)]
+    eval_factory = functools.partial(eval_envs_for,
+                                     in_processes=env_processes and available_cpus() > len(members) * n_eval)
 
     sessions: list[RunSession] = []
     try:
@@ -82,7 +81,7 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
             for n, step in enumerate(sorted(groups)):
                 if stop.signum is not None:
                     for s in groups[step]:
-                        results[id(s)] = s.leave_untrained(stop.signum)
+                        results[id(s)] = s.close(stop.signum, checkpoint=False)
                     continue
                 if n:  # this group's session starts now, not when its run directory was opened
                     for s in groups[step]:

@@ -53,9 +53,7 @@ def _kill_live_workers() -> None:
     """Workers ignore SIGTERM, which is how multiprocessing ends daemon processes at exit (it would then wait
     forever): kill any still running when the interpreter exits (atexit runs this before multiprocessing's)."""
     for env in list(_LIVE):
-        if env._proc.is_alive():
-            env._proc.kill()
-            env._proc.join(timeout=5)
+        env.kill()
 
 
 class SubprocEnv(Env):
@@ -111,10 +109,14 @@ class SubprocEnv(Env):
             except (BrokenPipeError, EOFError, OSError):
                 pass
             self._proc.join(timeout=5)
-            if self._proc.is_alive():
-                self._proc.kill()  # workers ignore SIGTERM (see _worker)
-                self._proc.join(timeout=5)
+            self.kill()
         self._conn.close()
+
+    def kill(self) -> None:
+        """End the worker at once (it ignores SIGTERM: see _worker)."""
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
 
 
 def subproc_envs(task: str, n: int) -> list[SubprocEnv]:
@@ -124,8 +126,7 @@ def subproc_envs(task: str, n: int) -> list[SubprocEnv]:
         return [env.wait_ready() for env in envs]
     except BaseException:
         for env in envs:
-            env._proc.kill()
-            env._proc.join(timeout=5)
+            env.kill()
             env._conn.close()
         raise
 

@@ -180,14 +180,15 @@ def evaluation_episodes(envs: list[list], seeds: list[int], episodes: int, act) 
     return results
 
 
-def default_eval_envs(task: str, k: int) -> list:
-    """A run's k evaluation environments: each in its own process (stepping in parallel) when this process may use
-    a CPU per environment besides its own, else all in this process (the same results either way)."""
+def eval_envs_for(task: str, k: int, in_processes: bool | None = None) -> list:
+    """A run's k evaluation environments, each in its own process (stepping in parallel) or all in this process
+    (the same results either way). in_processes=None: in processes when this process may use a CPU per
+    environment besides its own."""
     from flowrl.envs import make_env
 
-    if k > 1 and available_cpus() > k:
-        return subproc_envs(task, k)
-    return [make_env(task) for _ in range(k)]
+    if in_processes is None:
+        in_processes = k > 1 and available_cpus() > k
+    return subproc_envs(task, k) if in_processes else [make_env(task) for _ in range(k)]
 
 
 def evaluation_policy(agent, device: torch.device):
@@ -234,7 +235,7 @@ class Runner:
         # in parallel, when this process may use a CPU per environment besides its own (the same results either way).
         n_eval = min(cfg.eval_envs, cfg.eval_episodes)
         if eval_env_factory is None:
-            eval_env_factory = default_eval_envs if env_factory is None else (lambda task, k: [env_factory(task)
+            eval_env_factory = eval_envs_for if env_factory is None else (lambda task, k: [env_factory(task)
                                                                                              for _ in range(k)])
         self.eval_envs = eval_env_factory(cfg.task, n_eval)
         self._closed = False
@@ -537,23 +538,18 @@ class RunSession:
         self.session["start_time"] = now()
         self.session_start = time.time()
 
-    def leave_untrained(self, signum: int) -> RunResult:
-        """Stopped before this session trained a step: record it and leave the run as it was (no new checkpoint)."""
-        self.session.update(end_time=now(), end_step=self.runner.step, stopped_by_signal=signum)
-        _write_json(self.manifest_path, self.info)
-        self.runner.close()
-        return RunResult("interrupted", self.out, self.runner.step, signum)
-
     def already_finished(self) -> RunResult:
         done = json.loads((self.out / "DONE").read_text() or "{}")
         return RunResult("already_finished", self.out, int(done.get("steps", self.cfg.steps)))
 
-    def close(self, signum: int | None) -> RunResult:
-        """Checkpoint and record the interruption, or write the final agent and the DONE marker."""
+    def close(self, signum: int | None, checkpoint: bool = True) -> RunResult:
+        """Checkpoint and record the interruption, or write the final agent and the DONE marker.
+        checkpoint=False: the session trained nothing (stopped before its turn), so the run stays as it was."""
         runner, out = self.runner, self.out
         self.session.update(end_time=now(), end_step=runner.step)
         if signum is not None and runner.step < self.cfg.steps:
-            runner.checkpoint(self.session_start)
+            if checkpoint:
+                runner.checkpoint(self.session_start)
             self.session["stopped_by_signal"] = signum
             _write_json(self.manifest_path, self.info)
             runner.close()

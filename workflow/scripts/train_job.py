@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from flowrl.subproc_env import available_cpus
 from flowrl_study import task_slug  # beside this script
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -68,8 +69,7 @@ def train_command(args, runs: list[tuple[str, int]]) -> list[str]:
             raise ValueError("a batched job trains every task with every seed")
         cmd += ["--task", tasks[0]] if len(tasks) == 1 else ["--tasks", *tasks]
         cmd += ["--seeds", *map(str, seeds), "--out", args.run_dir]
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if cpus > len(runs):  # a CPU per run's environment, one for the model
+        if available_cpus() > len(runs):  # a CPU per run's environment, one for the model
             cmd.append("--env-processes")  # same results (tests/test_multiseed.py), environments stepped in parallel
     return cmd + list(args.overrides)
 
