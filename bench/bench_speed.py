@@ -190,12 +190,14 @@ def measure_matmul_floor(task, device_name, batch_size):
     from torch.utils.flop_counter import FlopCounterMode
 
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+    from flowrl.networks import EnsembleLinear, onednn_linear_available
     from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
     spec = _spec(task)
     torch.manual_seed(0)
-    ours = FlowRL(spec, FlowRLConfig(amp="off", cuda_graphs=False), device)
+    # FlopCounterMode sees aten's matmuls only, not oneDNN's: count with the same function on aten's.
+    ours = FlowRL(spec, FlowRLConfig(amp="off", cuda_graphs=False, cpu_matmul="aten"), device)
     buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
     official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=False)
     memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
@@ -209,18 +211,24 @@ def measure_matmul_floor(task, device_name, batch_size):
         flops[name] = counter.get_total_flops() / 2
     h = ours.config.hidden_dim
     rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    kinds = [("float32", torch.float32, "aten"), ("bfloat16", torch.bfloat16, "aten")]
+    if device.type == "cpu" and onednn_linear_available():
+        kinds.insert(1, ("float32 oneDNN", torch.float32, "onednn"))  # what FlowRL's cpu_matmul=auto uses
+    for label, dtype, backend in kinds:
         a = torch.randn(2, batch_size, h, device=device, dtype=dtype)
-        b = torch.randn(2, h, h, device=device, dtype=dtype)
+        layer = EnsembleLinear(2, h, h).to(device, dtype)
+        layer.cpu_matmul = backend
         n = 50 if device.type == "cpu" else 2000
-        for _ in range(5):
-            torch.bmm(a, b)
+        run = (lambda: layer.forward_members(a.unbind(0))) if backend == "onednn" else (lambda: layer(a))
+        with torch.no_grad():
+            for _ in range(5):
+                run()
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(n):
+                run()
         _sync(device)
-        t = time.perf_counter()
-        for _ in range(n):
-            torch.bmm(a, b)
-        _sync(device)
-        rates[str(dtype).split(".")[-1]] = n * 2 * a.shape[0] * batch_size * h * h / (time.perf_counter() - t)
+        rates[label] = n * 2 * a.shape[0] * batch_size * h * h / (time.perf_counter() - t)
     return {"flops": flops, "rates": rates}
 
 
@@ -383,6 +391,7 @@ def main():
             if dev == "cuda" and compiled is None:
                 official_variants["official-style, eager"] = {"compile_": False}
             if dev == "cpu":  # bf16 is the official code's training precision; it autocasts on CUDA only
+                variants["flowrl, cpu_matmul=aten"] = {"cpu_matmul": "aten"}  # without oneDNN's float32 GEMM
                 variants["flowrl, amp=bf16"] = {"amp": "bf16"}
                 official_variants["official-style, bf16"] = {"amp": True}  # the like-for-like contender
             h2h = isolated(measure_head_to_head, args.task, dev, args.rounds, args.round_updates, args.batch_size,
@@ -405,7 +414,7 @@ def main():
                       + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()))
                 for dtype, rate in rates.items():
                     ceiling = rate / flops["flowrl"]
-                    line = f"  {dtype}: the matmuls alone cap any implementation at {ceiling:.1f} updates/s"
+                    line = f"  {dtype + ' GEMMs':20}: the matmuls alone cap any implementation at {ceiling:.1f} updates/s"
                     if "error" not in h2h:
                         line += f" = {ceiling / h2h['ups']['official-style']:.2f}x the official-style rate above"
                     print(line)

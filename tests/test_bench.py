@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from flowrl.networks import onednn_linear_available
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,12 +27,16 @@ def test_bench_speed_reports_every_figure():
         rf"official-style FlowRL +{number}",
         rf"official-style, bf16 +{number} updates/s",
         rf"flowrl, amp=bf16 +{number} updates/s +{number}x official-style, {number}x official-style, bf16",
+        rf"flowrl, cpu_matmul=aten +{number} updates/s +{number}x official-style",
         rf"matmul work per update: flowrl {number} GFLOP",
         rf"flowrl x2 seeds batched: {number} updates/s",
         rf"flowrl evaluation of 2 episodes: {number} s one after another, {number} s all at once",
         rf"flowrl x2 seeds end to end \(env processes\): {number} steps/s",
     ]:
         assert re.search(pattern, out), (pattern, out)
+    assert re.search(rf"flowrl {number} GFLOP, official-style {number} GFLOP", out) and " 0.00 GFLOP" not in out, out
+    if onednn_linear_available():
+        assert re.search(r"float32 oneDNN [0-9]+ GFLOP/s", out) and "float32 oneDNN GEMMs" in out, out
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowrl.networks import EnsembleLayerNorm, EnsembleLinear, Mish
+from flowrl.networks import (EnsembleLayerNorm, EnsembleLinear, EnsembleSequential, Mish, onednn_linear_available,
+                             resolve_cpu_matmul, set_cpu_matmul)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -85,3 +86,107 @@ def test_ensemble_linear_matches_linear_per_member():
 def test_mish_is_torch_mish():
     x = torch.linspace(-30, 30, 2001, dtype=torch.float64)
     torch.testing.assert_close(Mish()(x), F.mish(x))
+
+
+onednn = pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
+
+
+def _members(n, d_in, d_out, backend):
+    torch.manual_seed(0)
+    lin = EnsembleLinear(n, d_in, d_out)
+    with torch.no_grad():
+        lin.bias.normal_()
+    lin.cpu_matmul = backend
+    return lin
+
+
+@onednn
+@pytest.mark.parametrize("n, n_x, d_in, d_out", [(1, 1, 7, 4), (2, 2, 9, 5), (3, 3, 6, 1), (4, 2, 5, 3), (2, 1, 40, 30)])
+def test_onednn_ensemble_linear_matches_baddbmm_values_and_gradients(n, n_x, d_in, d_out):
+    """Member i of the oneDNN path computes x[i // r] @ W[i] + b[i] (r = n / n_x members share an input, as the twin
+    critics' heads do), with every gradient, to float32 precision. Shapes on both sides of d_in vs d_out (the weight
+    gradient transposes the smaller activation)."""
+    x = torch.randn(n_x, 6, d_in, dtype=torch.float64)
+    grad = torch.randn(n, 6, d_out, dtype=torch.float64)
+    results = {}
+    for backend in ("aten", "onednn"):
+        lin = _members(n, d_in, d_out, backend)
+        xi = x.float().requires_grad_(True)
+        y = lin(xi)
+        y.backward(grad.float())
+        results[backend] = (y.detach(), xi.grad, lin.weight.grad, lin.bias.grad)
+    # float64 reference, member by member
+    w, b = lin.weight.detach().double(), lin.bias.detach().double()
+    r = n // n_x
+    ref_y = torch.stack([x[i // r] @ w[i] + b[i] for i in range(n)])
+    ref_gx = torch.stack([sum(grad[i] @ w[i].T for i in range(j * r, (j + 1) * r)) for j in range(n_x)])
+    ref_gw = torch.stack([x[i // r].T @ grad[i] for i in range(n)])
+    ref_gb = grad.sum(1, keepdim=True)
+    for backend, got in results.items():
+        for value, ref in zip(got, (ref_y, ref_gx, ref_gw, ref_gb)):
+            assert value.dtype == torch.float32 and value.shape == ref.shape, backend
+            # float32 rounding of sums of ~40 terms: ~1e-6 relative; bf16 arithmetic would be off by ~1e-2
+            torch.testing.assert_close(value.double(), ref, rtol=2e-5, atol=2e-5, msg=backend)
+
+
+@onednn
+def test_onednn_ensemble_linear_skips_gradients_nobody_asked_for():
+    lin = _members(2, 5, 3, "onednn").requires_grad_(False)  # a frozen critic: gradients to the input only
+    x = torch.randn(2, 4, 5, requires_grad=True)
+    lin(x).sum().backward()
+    assert x.grad is not None and lin.weight.grad is None and lin.bias.grad is None
+    lin.requires_grad_(True)
+    x = torch.randn(2, 4, 5)  # an observation: no input gradient
+    lin(x).sum().backward()
+    assert lin.weight.grad is not None and lin.bias.grad is not None
+
+
+@onednn
+def test_onednn_path_is_left_under_autocast_and_in_other_dtypes(monkeypatch):
+    """bf16 autocast and float64 use baddbmm (autocast casts it; oneDNN's kernel here is the float32 one)."""
+    lin = _members(2, 5, 3, "onednn")
+    calls = []
+    monkeypatch.setattr("flowrl.networks._OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lin(torch.randn(2, 4, 5)).dtype == torch.bfloat16
+    assert lin.double()(torch.randn(2, 4, 5, dtype=torch.float64)).dtype == torch.float64
+    assert not calls
+
+
+@onednn
+@pytest.mark.parametrize("n", [1, 2])
+def test_ensemble_sequential_member_by_member_is_the_batched_network(n):
+    """On the oneDNN path EnsembleSequential runs member by member (lists of (B, d)): the same outputs, input and
+    parameter gradients as the batched (n, B, d) network, to float32 rounding."""
+    def net():
+        torch.manual_seed(1)
+        seq = EnsembleSequential(EnsembleLinear(2 * n, 6, 16), EnsembleLayerNorm(2 * n, 16), torch.nn.GELU(),
+                                 EnsembleLinear(2 * n, 16, 16), EnsembleLayerNorm(2 * n, 16), torch.nn.ELU(),
+                                 EnsembleLinear(2 * n, 16, 1))
+        with torch.no_grad():
+            for p in seq.parameters():
+                p.add_(0.1 * torch.randn_like(p))  # distinct members, LayerNorm affines included
+        return seq
+
+    x = torch.randn(n, 8, 6)
+    out = {}
+    for backend in ("aten", "onednn"):
+        seq = net()
+        assert set_cpu_matmul(seq, backend) == backend
+        xi = x.clone().requires_grad_(True)
+        y = seq(xi)  # n inputs, each shared by two members (the twin critics' layout)
+        y.pow(2).sum().backward()
+        out[backend] = [y.detach(), xi.grad] + [p.grad for p in seq.parameters()]
+    assert out["onednn"][0].shape == (2 * n, 8, 1)
+    for a, b in zip(out["aten"], out["onednn"]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_matmul_names_are_checked(monkeypatch):
+    assert resolve_cpu_matmul("aten") == "aten"
+    with pytest.raises(ValueError, match="choose one of"):
+        resolve_cpu_matmul("mkl")
+    monkeypatch.setattr("flowrl.networks.onednn_linear_available", lambda: False)
+    assert resolve_cpu_matmul("auto") == "aten"
+    with pytest.raises(ValueError, match="no oneDNN linear kernel; use 'aten' or 'auto'"):
+        resolve_cpu_matmul("onednn")

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import EnsembleLayerNorm, EnsembleLinear, activation, polyak_update
+from flowrl.networks import (CPU_MATMULS, EnsembleLayerNorm, EnsembleLinear, EnsembleSequential, activation,
+                             polyak_update, set_cpu_matmul)
 
 
 @dataclasses.dataclass
@@ -51,6 +52,8 @@ class FlowRLConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast: "auto" = on CUDA only (code); "bf16" forces it, CPU too
     cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph (same numbers as eager; no effect on CPU)
     graph_warmup: int = 3  # eager updates per graph before it is captured (lazy init of optimiser state, cuBLAS)
+    cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"  # float32 CPU matmuls: oneDNN's GEMM ("auto": where torch
+    # has it) or torch's batched matmul (MKL); the same function up to rounding. No effect on GPUs or under autocast.
 
     def __post_init__(self):
         checks = {
@@ -75,17 +78,18 @@ class FlowRLConfig:
             ("lambda_placement", ("clamp", "multiplier")),
             ("eval_noise", ("sample", "zero")),
             ("amp", ("auto", "off", "bf16")),
+            ("cpu_matmul", CPU_MATMULS),
         ]:
             if getattr(self, key) not in allowed:
                 raise ValueError(f"FlowRL config {key}={getattr(self, key)!r}: choose one of {allowed}")
         activation(self.value_activation)  # raises on unknown names
 
 
-def value_trunk(n: int, d_in: int, hidden: int, act: str) -> nn.Sequential:
+def value_trunk(n: int, d_in: int, hidden: int, act: str) -> EnsembleSequential:
     """The official FlowRL critic/value body for `n` members: Linear, then
     LN -> Linear -> LN -> act -> Linear -> LN -> act -> Linear -> LN, then a Linear head to 1."""
     h = hidden
-    return nn.Sequential(
+    return EnsembleSequential(
         EnsembleLinear(n, d_in, h), EnsembleLayerNorm(n, h),
         EnsembleLinear(n, h, h), EnsembleLayerNorm(n, h), activation(act),
         EnsembleLinear(n, h, h), EnsembleLayerNorm(n, h), activation(act),
@@ -103,9 +107,9 @@ class TwinCritic(nn.Module):
         self.net = value_trunk(2 * n, obs_dim + act_dim, hidden, act)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([obs, action], dim=-1)  # (n, B, d)
-        n, b, d = x.shape
-        q = self.net(x.unsqueeze(1).expand(n, 2, b, d).reshape(2 * n, b, d)).view(n, 2, b, 1)
+        x = torch.cat([obs, action], dim=-1)  # (n, B, d): both heads of a member read the same row
+        n, b = x.shape[:2]
+        q = self.net(x).view(n, 2, b, 1)
         return q[:, 0], q[:, 1]
 
 
@@ -114,7 +118,7 @@ class VelocityField(nn.Module):
 
     def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(
+        self.net = EnsembleSequential(
             EnsembleLinear(n, obs_dim + act_dim + 1, hidden), EnsembleLayerNorm(n, hidden), nn.ELU(),
             EnsembleLinear(n, hidden, hidden), EnsembleLayerNorm(n, hidden), nn.ELU(),
             EnsembleLinear(n, hidden, act_dim),
@@ -166,6 +170,7 @@ class FlowRL(Agent):
             copy.load_state_dict(self.critic.state_dict())
         for net in self._networks().values():
             net.to(self.device)
+            self.cpu_matmul = set_cpu_matmul(net, c.cpu_matmul)
         for target in (self.critic_target, self.buffer_critic_target):
             target.requires_grad_(False)
 
