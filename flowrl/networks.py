@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 class Mish(nn.Module):
@@ -101,6 +102,7 @@ class _OneDNNLinears(torch.autograd.Function):
         return tuple(_onednn_mm(xs[i // ctx.r], weight[i].t(), bias[i, 0]) for i in range(n))
 
     @staticmethod
+    @once_differentiable  # no double backward: an error rather than silently wrong second derivatives
     def backward(ctx, *grads):
         weight, *xs = ctx.saved_tensors
         r, n, need = ctx.r, weight.shape[0], ctx.needs_input_grad
@@ -142,9 +144,7 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n, 1, d_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, n_x = self.weight.shape[0], x.shape[0]
-        if n % n_x:
-            raise ValueError(f"EnsembleLinear of {n} members given {n_x} inputs: expected n or a divisor of it")
+        n, n_x = self.weight.shape[0], self._check_inputs(x.shape[0])
         if self.uses_onednn(x):
             ys = self.forward_members(x.unbind(0))
             return ys[0].unsqueeze(0) if n == 1 else torch.stack(ys)
@@ -153,12 +153,19 @@ class EnsembleLinear(nn.Module):
             x = x.unsqueeze(1).expand(n_x, n // n_x, b, d).reshape(n, b, d)
         return torch.baddbmm(self.bias, x, self.weight)
 
+    def _check_inputs(self, n_x: int) -> int:
+        n = self.weight.shape[0]
+        if n_x == 0 or n % n_x:
+            raise ValueError(f"EnsembleLinear of {n} members given {n_x} inputs: expected n or a divisor of it")
+        return n_x
+
     def uses_onednn(self, x: torch.Tensor) -> bool:
         return (self.cpu_matmul == "onednn" and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
 
     def forward_members(self, xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Member by member on oneDNN: (B, d_in) inputs (n of them, or n / r shared by r members) -> n (B, d_out)."""
+        self._check_inputs(len(xs))
         return _OneDNNLinears.apply(self.weight, self.bias, *xs)
 
 
@@ -221,14 +228,23 @@ class EnsembleLayerNorm(nn.Module):
 
 class EnsembleSequential(nn.Sequential):
     """nn.Sequential of ensemble layers (EnsembleLinear, EnsembleLayerNorm) and element-wise activations, (n, B, d) in
-    and out. Where its first EnsembleLinear multiplies with oneDNN (float32 on a CPU, `set_cpu_matmul`), it runs
-    member by member on lists of (B, d) tensors, so no (n, B, d) activation or gradient is stacked between layers and
-    each LayerNorm fuses its member's affine: ~9% of a paper-size FlowRL update on this project's CPU. The same
-    parameters and state_dict keys as nn.Sequential, and the same function either way."""
+    and out. Where its EnsembleLinears multiply with oneDNN (float32 on a CPU, `set_cpu_matmul`), it runs member by
+    member on lists of (B, d) tensors, so no (n, B, d) activation or gradient is stacked between layers and each
+    LayerNorm fuses its member's affine: ~9% of a paper-size FlowRL update on this project's CPU. The same parameters
+    and state_dict keys as nn.Sequential, and the same function either way."""
+
+    ELEMENTWISE = (nn.ReLU, nn.ELU, nn.GELU, Mish, nn.Tanh, nn.SiLU, nn.Identity)
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__(*layers)  # also nn.Sequential's OrderedDict form (slicing makes one)
+        bad = [type(m).__name__ for m in self
+               if not isinstance(m, (EnsembleLinear, EnsembleLayerNorm, *self.ELEMENTWISE))]
+        if bad or not any(isinstance(m, EnsembleLinear) for m in self):
+            raise ValueError(f"EnsembleSequential takes EnsembleLinear (at least one), EnsembleLayerNorm and element-wise "
+                             f"activations {[c.__name__ for c in self.ELEMENTWISE]}; got {bad or 'no EnsembleLinear'}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self[0]
-        if not (isinstance(first, EnsembleLinear) and first.uses_onednn(x)):
+        if not all(m.uses_onednn(x) for m in self if isinstance(m, EnsembleLinear)):
             return super().forward(x)
         xs: Sequence[torch.Tensor] = x.unbind(0)
         for layer in self:

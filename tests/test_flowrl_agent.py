@@ -226,11 +226,16 @@ def test_bad_config_values_are_rejected():
 
 
 @pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
-def test_cpu_matmul_backends_train_alike():
+def test_cpu_matmul_backends_train_alike(monkeypatch):
     """oneDNN's float32 GEMMs (the CPU default where torch has them) and torch's batched matmul compute the same
     update: after 6 updates (3 policy steps, target updates) parameters agree to float32 rounding. Tolerance as in
     test_stacked_members_train_like_single_seeds: reduction-order differences of ~1e-7 relative drift by a few
     ulps through Adam; 1e-5 is far below the ~3e-4 a single update moves a parameter."""
+    from flowrl import networks
+
+    calls = []
+    real = networks._OneDNNLinears.apply
+    monkeypatch.setattr(networks._OneDNNLinears, "apply", lambda *a: calls.append(1) or real(*a))
     agents = {}
     for backend in ("aten", "onednn"):
         agent = make_agent(seed=3, cpu_matmul=backend)
@@ -238,6 +243,7 @@ def test_cpu_matmul_backends_train_alike():
         torch.manual_seed(5)
         metrics = [agent.update(batch(seed=10 + i), i) for i in range(6)]
         agents[backend] = (agent, metrics)
+        assert bool(calls) == (backend == "onednn"), backend  # the comparison is between the two paths
     (a, ma), (o, mo) = agents["aten"], agents["onednn"]
     for step_a, step_o in zip(ma, mo):
         for k in step_a:

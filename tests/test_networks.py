@@ -190,3 +190,43 @@ def test_cpu_matmul_names_are_checked(monkeypatch):
     assert resolve_cpu_matmul("auto") == "aten"
     with pytest.raises(ValueError, match="no oneDNN linear kernel; use 'aten' or 'auto'"):
         resolve_cpu_matmul("onednn")
+
+
+@onednn
+def test_float32_cpu_layers_do_take_the_onednn_path(monkeypatch):
+    """The comparisons above would pass if the oneDNN path were never taken: count its calls."""
+    from flowrl import networks
+
+    calls = []
+    real = networks._OneDNNLinears.apply
+    monkeypatch.setattr(networks._OneDNNLinears, "apply", lambda *a: calls.append(len(a) - 2) or real(*a))
+    lin = _members(2, 5, 3, "onednn")
+    lin(torch.randn(1, 4, 5)).sum().backward()
+    assert calls == [1]  # one shared input for the two members
+    seq = EnsembleSequential(EnsembleLinear(2, 5, 8), EnsembleLayerNorm(2, 8), torch.nn.GELU(), EnsembleLinear(2, 8, 1))
+    assert set_cpu_matmul(seq, "onednn") == "onednn"
+    seq(torch.randn(2, 4, 5))
+    assert calls == [1, 2, 2]
+    set_cpu_matmul(seq, "aten")
+    seq(torch.randn(2, 4, 5))
+    assert calls == [1, 2, 2]
+
+
+@onednn
+def test_onednn_linear_refuses_double_backward():
+    lin = _members(2, 5, 3, "onednn")
+    x = torch.randn(2, 4, 5, requires_grad=True)
+    (g,) = torch.autograd.grad(lin(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward|once_differentiable|twice"):
+        g.pow(2).sum().backward()
+
+
+def test_ensemble_sequential_takes_only_layers_it_can_run_member_by_member():
+    with pytest.raises(ValueError, match="Softmax"):
+        EnsembleSequential(EnsembleLinear(2, 5, 3), torch.nn.Softmax(dim=-1))
+    with pytest.raises(ValueError, match="no EnsembleLinear"):
+        EnsembleSequential(torch.nn.GELU())
+    seq = EnsembleSequential(EnsembleLinear(2, 5, 3), torch.nn.GELU(), EnsembleLinear(2, 3, 1))
+    assert isinstance(seq[:1], EnsembleSequential)
+    with pytest.raises(ValueError, match="2 members given 3 inputs"):
+        seq(torch.randn(3, 4, 5))
