@@ -1,6 +1,7 @@
 """Network building blocks shared by all agents."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -57,9 +58,20 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu", lay
     return nn.Sequential(*layers)
 
 
+@functools.lru_cache(maxsize=None)
 def onednn_linear_available() -> bool:
-    """Whether this torch has oneDNN's float32 linear kernel (torch.ops.mkldnn._linear_pointwise, used by inductor)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether this torch has oneDNN's float32 linear kernel (torch.ops.mkldnn._linear_pointwise, used by inductor)
+    and it computes, on plain strided tensors, what F.linear does (probed once per process)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    x = torch.arange(12, dtype=torch.float32).view(3, 4) / 7
+    w = torch.arange(20, dtype=torch.float32).view(4, 5).t() / 11  # (5, 4), transposed strides as in use
+    b = torch.arange(5, dtype=torch.float32)
+    try:
+        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    except RuntimeError:
+        return False
+    return bool(torch.allclose(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5))
 
 
 CPU_MATMULS = ("auto", "onednn", "aten")
