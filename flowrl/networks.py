@@ -75,14 +75,21 @@ def onednn_linear_available() -> bool:
 
 
 CPU_MATMULS = ("auto", "onednn", "aten")
+# 'auto' multiplies with oneDNN only where a layer's work, rows x d_in x d_out multiply-adds, is at least this: below
+# it oneDNN's per-call cost loses to batched matmul. Measured on this project's 2-core AMD CPU (twin-critic trunk,
+# forward+backward, aten time / oneDNN time): hidden 512 x 256 rows 1.55, 128 rows 1.31, 32 rows 0.84, 1 row 0.15;
+# hidden 256 x 256 rows 1.31, 128 rows 0.94; hidden 64 x 128 rows 0.40. So paper-size updates (256 x 512 x 512) go
+# to oneDNN, acting (1 or a few rows) and small networks stay on baddbmm.
+ONEDNN_MIN_WORK = 2**24
 
 
 def resolve_cpu_matmul(name: str) -> str:
-    """'auto' -> 'onednn' where available, else 'aten'. 'onednn' where it is missing is an error."""
+    """'auto' stays 'auto' where oneDNN is available (oneDNN for large layers), else 'aten'; 'onednn' (oneDNN for every
+    float32 CPU product, whatever its size) where it is missing is an error."""
     if name not in CPU_MATMULS:
         raise ValueError(f"cpu_matmul={name!r}: choose one of {CPU_MATMULS}")
     if name == "auto":
-        return "onednn" if onednn_linear_available() else "aten"
+        return "auto" if onednn_linear_available() else "aten"
     if name == "onednn" and not onednn_linear_available():
         raise ValueError("cpu_matmul='onednn' but this torch build has no oneDNN linear kernel; use 'aten' or 'auto'")
     return name
@@ -156,13 +163,17 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n, 1, d_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, n_x = self.weight.shape[0], self._check_inputs(x.shape[0])
         if self.uses_onednn(x):
             ys = self.forward_members(x.unbind(0))
-            return ys[0].unsqueeze(0) if n == 1 else torch.stack(ys)
+            return ys[0].unsqueeze(0) if len(ys) == 1 else torch.stack(ys)
+        return self.forward_batched(x)
+
+    def forward_batched(self, x: torch.Tensor) -> torch.Tensor:
+        """All members in one baddbmm (the path on GPUs, under autocast, and for small products on CPUs)."""
+        n, n_x = self.weight.shape[0], x.shape[0]
         if n_x != n:
             b, d = x.shape[1:]
-            x = x.unsqueeze(1).expand(n_x, n // n_x, b, d).reshape(n, b, d)
+            x = x.unsqueeze(1).expand(self._check_inputs(n_x), n // n_x, b, d).reshape(n, b, d)
         return torch.baddbmm(self.bias, x, self.weight)
 
     def _check_inputs(self, n_x: int) -> int:
@@ -171,9 +182,17 @@ class EnsembleLinear(nn.Module):
             raise ValueError(f"EnsembleLinear of {n} members given {n_x} inputs: expected n or a divisor of it")
         return n_x
 
-    def uses_onednn(self, x: torch.Tensor) -> bool:
-        return (self.cpu_matmul == "onednn" and x.device.type == "cpu" and x.dtype == torch.float32
+    def onednn_eligible(self, x: torch.Tensor) -> bool:
+        """oneDNN may multiply x here: it is chosen ('auto' or 'onednn'), float32 on a CPU, outside autocast."""
+        return (self.cpu_matmul != "aten" and x.device.type == "cpu" and x.dtype == torch.float32
                 and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
+
+    def work(self, x: torch.Tensor) -> int:
+        """Multiply-adds per member for input x: rows x d_in x d_out."""
+        return x.shape[-2] * self.weight.shape[1] * self.weight.shape[2]
+
+    def uses_onednn(self, x: torch.Tensor) -> bool:
+        return self.onednn_eligible(x) and (self.cpu_matmul == "onednn" or self.work(x) >= ONEDNN_MIN_WORK)
 
     def forward_members(self, xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Member by member on oneDNN: (B, d_in) inputs (n of them, or n / r shared by r members) -> n (B, d_out)."""
@@ -182,8 +201,9 @@ class EnsembleLinear(nn.Module):
 
 
 def set_cpu_matmul(module: nn.Module, name: str) -> str:
-    """Choose the CPU float32 matmul of every EnsembleLinear in `module` ('auto'/'onednn'/'aten'); returns the
-    backend used. Under autocast, on GPUs and in other dtypes the layers use baddbmm whatever is set here."""
+    """Choose the CPU float32 matmul of every EnsembleLinear in `module`: 'auto' (oneDNN for layers of at least
+    ONEDNN_MIN_WORK multiply-adds, baddbmm below), 'onednn' (always), 'aten' (never); returns the setting used ('auto'
+    becomes 'aten' where oneDNN is missing). Under autocast, on GPUs and in other dtypes the layers use baddbmm."""
     backend = resolve_cpu_matmul(name)
     for m in module.modules():
         if isinstance(m, EnsembleLinear):
@@ -240,10 +260,10 @@ class EnsembleLayerNorm(nn.Module):
 
 class EnsembleSequential(nn.Sequential):
     """nn.Sequential of ensemble layers (EnsembleLinear, EnsembleLayerNorm) and element-wise activations, (n, B, d) in
-    and out. Where its EnsembleLinears multiply with oneDNN (float32 on a CPU, `set_cpu_matmul`), it runs member by
-    member on lists of (B, d) tensors, so no (n, B, d) activation or gradient is stacked between layers and each
-    LayerNorm fuses its member's affine: ~9% of a paper-size FlowRL update on this project's CPU. The same parameters
-    and state_dict keys as nn.Sequential, and the same function either way."""
+    and out. Where its largest EnsembleLinear multiplies with oneDNN (float32 on a CPU, `set_cpu_matmul`), all of them
+    do and it runs member by member on lists of (B, d) tensors, so no (n, B, d) activation or gradient is stacked
+    between layers and each LayerNorm fuses its member's affine: ~9% of a paper-size FlowRL update on this project's
+    CPU. The same parameters and state_dict keys as nn.Sequential, and the same function either way."""
 
     ELEMENTWISE = (nn.ReLU, nn.ELU, nn.GELU, Mish, nn.Tanh, nn.SiLU, nn.Identity)
 
@@ -256,8 +276,13 @@ class EnsembleSequential(nn.Sequential):
                              f"activations {[c.__name__ for c in self.ELEMENTWISE]}; got {bad or 'no EnsembleLinear'}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not all(m.uses_onednn(x) for m in self if isinstance(m, EnsembleLinear)):
-            return super().forward(x)
+        # All linears on oneDNN, or none, decided on the largest. Checks are per call: small networks feel them.
+        linears = [m for m in self if isinstance(m, EnsembleLinear)]
+        if not (linears[0].cpu_matmul != "aten" and all(m.onednn_eligible(x) for m in linears)
+                and any(m.uses_onednn(x) for m in linears)):
+            for layer in self:
+                x = layer.forward_batched(x) if isinstance(layer, EnsembleLinear) else layer(x)
+            return x
         xs: Sequence[torch.Tensor] = x.unbind(0)
         for layer in self:
             if isinstance(layer, (EnsembleLinear, EnsembleLayerNorm)):

@@ -182,6 +182,32 @@ def test_ensemble_sequential_member_by_member_is_the_batched_network(n):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+@onednn
+def test_auto_takes_onednn_for_large_products_only(monkeypatch):
+    """'auto': oneDNN where rows x d_in x d_out >= ONEDNN_MIN_WORK (where it beats batched matmul), baddbmm below (acting,
+    small networks); EnsembleSequential decides on its largest layer and then runs all its layers on one path."""
+    from flowrl import networks
+
+    calls = []
+    real = networks._OneDNNLinears.apply
+    monkeypatch.setattr(networks._OneDNNLinears, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    big = EnsembleLinear(2, 512, 512)
+    assert set_cpu_matmul(big, "auto") == "auto"
+    rows = networks.ONEDNN_MIN_WORK // (512 * 512)
+    with torch.no_grad():
+        big(torch.randn(2, rows - 1, 512))
+        assert calls == []
+        big(torch.randn(2, rows, 512))
+        assert calls == [(2, 512, 512)]
+        seq = EnsembleSequential(EnsembleLinear(1, 7, 512), torch.nn.GELU(), EnsembleLinear(1, 512, 512),
+                                 EnsembleLinear(1, 512, 1))
+        set_cpu_matmul(seq, "auto")
+        seq(torch.randn(1, 1, 7))  # acting: one row
+        assert len(calls) == 1
+        seq(torch.randn(1, rows, 7))
+        assert [c[1:] for c in calls[1:]] == [(7, 512), (512, 512), (512, 1)]
+
+
 def test_cpu_matmul_names_are_checked(monkeypatch):
     assert resolve_cpu_matmul("aten") == "aten"
     with pytest.raises(ValueError, match="choose one of"):

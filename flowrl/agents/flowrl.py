@@ -52,8 +52,9 @@ class FlowRLConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast: "auto" = on CUDA only (code); "bf16" forces it, CPU too
     cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph (same numbers as eager; no effect on CPU)
     graph_warmup: int = 3  # eager updates per graph before it is captured (lazy init of optimiser state, cuBLAS)
-    cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"  # float32 CPU matmuls: oneDNN's GEMM ("auto": where torch
-    # has it) or torch's batched matmul (MKL); the same function up to rounding. No effect on GPUs or under autocast.
+    cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"  # float32 CPU matmuls: oneDNN's GEMM or torch's batched
+    # matmul (MKL); "auto": oneDNN for large products (paper-size updates), batched matmul for small ones (acting, small
+    # networks). The same function up to rounding. No effect on GPUs or under autocast. See docs/speed.md.
 
     def __post_init__(self):
         checks = {
