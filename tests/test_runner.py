@@ -14,6 +14,7 @@ import yaml
 
 from flowrl.checkpoint import checkpoint_paths
 from flowrl.cli import main as cli_main
+from flowrl.networks import onednn_linear_available
 
 TINY = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seed", "3", "--no-progress",
         "start_steps=150", "batch_size=32", "eval_every=200", "eval_episodes=1", "log_every=50",
@@ -152,7 +153,7 @@ def test_resume_with_different_config_is_refused(reference_run, tmp_path, capsys
 
     # A run written before a key existed resumes: the key takes its default, which keeps the earlier behaviour.
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    del saved["eval_envs"], saved["agent"]["graph_warmup"]
+    del saved["eval_envs"], saved["agent"]["graph_warmup"], saved["agent"]["cpu_matmul"]
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
     assert run_cli(out) == 0
     assert eval_rows(out) == eval_rows(reference_run)
@@ -213,3 +214,21 @@ def test_exponent_notation_is_a_number(capsys):
     assert printed["agent"]["lr"] == 0.001 and printed["agent"]["lam"] == 0.2
     assert cli_main(["--task", "dmc:cartpole-balance", "agent.lr=fast", "--print-config"]) == 2
     assert "agent.lr: expected a number, got 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
+def test_resume_on_onednn_matmuls_gives_identical_results(tmp_path):
+    """Paper-size CPU updates run on oneDNN's GEMMs (cpu_matmul=auto): a run on them resumes exactly too (forced here
+    for a tiny network, which auto would leave on batched matmul)."""
+    extra = ["agent.cpu_matmul=onednn"]
+    reference = tmp_path / "reference"
+    assert run_cli(reference, *extra) == 0
+    out = tmp_path / "run"
+    proc = _launch(out, extra=extra)
+    _wait_for_step(out, 250, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert run_cli(out, *extra) == 0
+    assert eval_rows(out) == eval_rows(reference)
+    assert train_rows(out) == train_rows(reference)
