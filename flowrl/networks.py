@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import platform
 from typing import Callable, Sequence
 
 import torch
@@ -60,8 +61,10 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu", lay
 
 @functools.lru_cache(maxsize=None)
 def onednn_linear_available() -> bool:
-    """Whether this torch has oneDNN's float32 linear kernel (torch.ops.mkldnn._linear_pointwise, used by inductor)
-    and it computes, on plain strided tensors, what F.linear does (probed once per process)."""
+    """Whether this is an x86-64 CPU whose torch has oneDNN's float32 linear kernel (torch.ops.mkldnn._linear_pointwise,
+    used by inductor) and it computes, on plain strided tensors, what F.linear does (probed once per process)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False  # oneDNN on other CPUs (e.g. Arm, through ACL) is not measured here: leave them on aten
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
     x = torch.arange(12, dtype=torch.float32).view(3, 4) / 7
@@ -75,8 +78,9 @@ def onednn_linear_available() -> bool:
 
 
 CPU_MATMULS = ("auto", "onednn", "aten")
-# 'auto' multiplies with oneDNN only where a layer's work, rows x d_in x d_out multiply-adds, is at least this: below
-# it oneDNN's per-call cost loses to batched matmul. Measured on this project's 2-core AMD CPU (twin-critic trunk,
+# 'auto' multiplies with oneDNN only where a layer's work, rows x d_in x d_out multiply-adds, is at least this (for an
+# EnsembleSequential: its largest layer's, and then all its layers go to oneDNN): below it oneDNN's per-call cost loses
+# to batched matmul. Measured on this project's 2-core AMD CPU (twin-critic trunk,
 # forward+backward, aten time / oneDNN time): hidden 512 x 256 rows 1.55, 128 rows 1.31, 32 rows 0.84, 1 row 0.15;
 # hidden 256 x 256 rows 1.31, 128 rows 0.94; hidden 64 x 128 rows 0.40. So paper-size updates (256 x 512 x 512) go
 # to oneDNN, acting (1 or a few rows) and small networks stay on baddbmm.
@@ -111,7 +115,7 @@ class _OneDNNLinears(torch.autograd.Function):
     """ys[i] = xs[i // r] @ weight[i] + bias[i] for the n members of an EnsembleLinear, from and to lists of (B, d)
     tensors (r = n / len(xs) members share an input: the twin critics' heads read the same (s, a)); every product,
     forward and backward, one oneDNN float32 GEMM. The same function as baddbmm up to reduction order. On this
-    project's AMD CPU oneDNN multiplies at the cores' peak, ~2.2x the rate of torch's default CPU BLAS (MKL)."""
+    project's AMD CPU oneDNN multiplies at about the cores' peak, ~2x the rate of torch's default CPU BLAS (MKL)."""
 
     @staticmethod
     def forward(ctx, weight, bias, *xs):
@@ -147,7 +151,7 @@ class EnsembleLinear(nn.Module):
     """`n` independent Linear layers applied as one batched matmul: x (n, B, d_in) -> (n, B, d_out).
 
     x may also hold n / r inputs (n_x, B, d_in) that r consecutive members share (the twin critics' heads read
-    the same (s, a)): no copies of the input are made. Each member is initialised Xavier-uniform with zero bias
+    the same (s, a)): the oneDNN path reads them without a copy, baddbmm gets them expanded. Each member is initialised Xavier-uniform with zero bias
     (as the official FlowRL code's layers). Members never mix, so stacking independently trained models is exact.
 
     `cpu_matmul` ('aten' or 'onednn', see `set_cpu_matmul`): in float32 on a CPU, outside autocast, 'onednn'
@@ -254,8 +258,14 @@ class EnsembleLayerNorm(nn.Module):
         return _MemberAffine.apply(x_hat, self.weight, self.bias)
 
     def forward_members(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Member i's LayerNorm (with its own affine, fused) on xs[i], (B, dim) each."""
-        return [F.layer_norm(x, x.shape[-1:], self.weight[i, 0], self.bias[i, 0], self.eps) for i, x in enumerate(xs)]
+        """Member i's LayerNorm (with its own affine, fused) on xs[i // r], (B, dim) each: n inputs, or n / r shared
+        by r members, as the batched path broadcasts them."""
+        n = self.weight.shape[0]
+        if not xs or n % len(xs):
+            raise ValueError(f"EnsembleLayerNorm of {n} members given {len(xs)} inputs: expected n or a divisor of it")
+        r = n // len(xs)
+        return [F.layer_norm(xs[i // r], xs[i // r].shape[-1:], self.weight[i, 0], self.bias[i, 0], self.eps)
+                for i in range(n)]
 
 
 class EnsembleSequential(nn.Sequential):

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from flowrl.agents.registry import get_agent_class
 from flowrl.checkpoint import load_latest_checkpoint, save_checkpoint
 from flowrl.config import RunConfig, config_diff, config_to_dict, with_current_defaults
 from flowrl.logger import CSVLog, TensorBoard
+from flowrl.networks import onednn_linear_available
 from flowrl.provenance import manifest, now
 from flowrl.replay import ReplayBuffer
 from flowrl.subproc_env import available_cpus, step_all, subproc_envs
@@ -527,8 +529,9 @@ class RunSession:
                 self.runner.eval_log.truncate_after(-1)
                 self.runner.train_log.truncate_after(-1)
                 self.log.info("no usable checkpoint in %s: starting from step 0", out)
-        self.session = {"start_time": now(), "resumed_from_step": resumed_from, "host": self.info.get("host"),
-                        "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        self.session = {"start_time": now(), "resumed_from_step": resumed_from, "host": socket.gethostname(),
+                        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                        "onednn_linear": onednn_linear_available()}  # what FlowRL's cpu_matmul=auto may use here
         self.info.setdefault("sessions", []).append(self.session)
         _write_json(self.manifest_path, self.info)
         self.session_start = time.time()

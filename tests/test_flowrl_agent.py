@@ -225,6 +225,15 @@ def test_bad_config_values_are_rejected():
         FlowRLConfig(cpu_matmul="mkl")
 
 
+def test_forcing_onednn_without_it_fails_at_configuration(monkeypatch):
+    """Before a run writes anything: the config is checked when the run's settings are resolved."""
+    monkeypatch.setattr("flowrl.networks.onednn_linear_available", lambda: False)
+    with pytest.raises(ValueError, match="no oneDNN linear kernel; use 'aten' or 'auto'"):
+        FlowRLConfig(cpu_matmul="onednn")
+    assert FlowRLConfig(cpu_matmul="auto").cpu_matmul == "auto"  # auto falls back to aten there
+    assert make_agent(cpu_matmul="auto").cpu_matmul == "aten"
+
+
 @pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
 def test_cpu_matmul_backends_train_alike(monkeypatch):
     """oneDNN's float32 GEMMs (the CPU default where torch has them) and torch's batched matmul compute the same

@@ -256,3 +256,20 @@ def test_ensemble_sequential_takes_only_layers_it_can_run_member_by_member():
     assert isinstance(seq[:1], EnsembleSequential)
     with pytest.raises(ValueError, match="2 members given 3 inputs"):
         seq(torch.randn(3, 4, 5))
+
+
+@onednn
+def test_shared_inputs_reach_every_member_through_a_leading_layer_norm():
+    """A sequential that begins with a LayerNorm broadcasts a shared input to every member on both paths."""
+    out = {}
+    for backend in ("aten", "onednn"):
+        torch.manual_seed(2)
+        seq = EnsembleSequential(EnsembleLayerNorm(2, 6), EnsembleLinear(2, 6, 3))
+        with torch.no_grad():
+            seq[0].weight.normal_()
+        set_cpu_matmul(seq, backend)
+        out[backend] = seq(torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(0)))
+    assert out["onednn"].shape == (2, 4, 3)
+    torch.testing.assert_close(out["onednn"], out["aten"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 members given 3 inputs"):
+        seq[0].forward_members(list(torch.randn(3, 4, 6)))

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ def test_run_directory_contents(reference_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"git", "versions", "device", "host", "start_time", "end_time"} <= set(manifest)
     assert manifest["versions"]["torch"].startswith("2.")
+    session = manifest["sessions"][0]  # each session says where it ran and whether oneDNN's GEMMs were there
+    assert session["host"] == socket.gethostname() and session["onednn_linear"] == onednn_linear_available()
     train = list(csv.DictReader(open(out / "train.csv")))
     assert int(train[-1]["step"]) == 600 and int(train[-1]["updates"]) == 600 - 150
     assert float(train[-1]["env_steps_per_s"]) > 0 and train[-1]["critic_loss"] != ""

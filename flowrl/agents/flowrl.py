@@ -27,7 +27,7 @@ from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
 from flowrl.networks import (CPU_MATMULS, EnsembleLayerNorm, EnsembleLinear, EnsembleSequential, activation,
-                             polyak_update, set_cpu_matmul)
+                             polyak_update, resolve_cpu_matmul, set_cpu_matmul)
 
 
 @dataclasses.dataclass
@@ -53,8 +53,9 @@ class FlowRLConfig:
     cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph (same numbers as eager; no effect on CPU)
     graph_warmup: int = 3  # eager updates per graph before it is captured (lazy init of optimiser state, cuBLAS)
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"  # float32 CPU matmuls: oneDNN's GEMM or torch's batched
-    # matmul (MKL); "auto": oneDNN for large products (paper-size updates), batched matmul for small ones (acting, small
-    # networks). The same function up to rounding. No effect on GPUs or under autocast. See docs/speed.md.
+    # matmul (MKL); "auto": oneDNN for networks whose largest layer is a large product (paper-size updates), batched
+    # matmul for small ones (acting, small networks); x86-64 only. The same function up to rounding. No effect on GPUs
+    # or under autocast. See docs/speed.md.
 
     def __post_init__(self):
         checks = {
@@ -84,6 +85,7 @@ class FlowRLConfig:
             if getattr(self, key) not in allowed:
                 raise ValueError(f"FlowRL config {key}={getattr(self, key)!r}: choose one of {allowed}")
         activation(self.value_activation)  # raises on unknown names
+        resolve_cpu_matmul(self.cpu_matmul)  # 'onednn' on a torch without it fails here, before a run writes anything
 
 
 def value_trunk(n: int, d_in: int, hidden: int, act: str) -> EnsembleSequential:
