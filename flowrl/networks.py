@@ -99,8 +99,21 @@ def resolve_cpu_matmul(name: str) -> str:
     return name
 
 
+def _members_per_input(n: int, n_x: int, layer: str) -> int:
+    """r: how many consecutive members of an n-member layer share each of its n_x inputs (n_x = n, or a divisor)."""
+    if n_x == 0 or n % n_x:
+        raise ValueError(f"{layer} of {n} members given {n_x} inputs: expected n or a divisor of it")
+    return n // n_x
+
+
+def _stack_members(ts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-member tensors -> (n, ...); one member is a view, not a copy."""
+    return ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(ts)
+
+
 def _onednn_mm(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ w_t.T (+ bias) in float32 by oneDNN. x (B, k) is made contiguous (a copy if it is not), w_t (m, k) any strides."""
+    """x @ w_t.T (+ bias) in float32 by oneDNN. x (B, k) is made contiguous (a copy if it is not); w_t (m, k) may have
+    any strides."""
     return torch.ops.mkldnn._linear_pointwise(x, w_t, bias, "none", [], "")
 
 
@@ -132,8 +145,7 @@ class _OneDNNLinears(torch.autograd.Function):
         grads = [g.contiguous() for g in grads]
         gw = gb = None
         if need[0]:
-            gws = [_onednn_outer(xs[i // r], grads[i]) for i in range(n)]
-            gw = gws[0].unsqueeze(0).contiguous() if n == 1 else torch.stack(gws)
+            gw = _stack_members([_onednn_outer(xs[i // r], grads[i]) for i in range(n)]).contiguous()
         if need[1]:
             gb = torch.stack([g.sum(0, keepdim=True) for g in grads])
         gxs = []
@@ -151,11 +163,12 @@ class EnsembleLinear(nn.Module):
     """`n` independent Linear layers applied as one batched matmul: x (n, B, d_in) -> (n, B, d_out).
 
     x may also hold n / r inputs (n_x, B, d_in) that r consecutive members share (the twin critics' heads read
-    the same (s, a)): the oneDNN path reads them without a copy, baddbmm gets them expanded. Each member is initialised Xavier-uniform with zero bias
-    (as the official FlowRL code's layers). Members never mix, so stacking independently trained models is exact.
+    the same (s, a)): the oneDNN path reads them without a copy, baddbmm gets them expanded. Each member is
+    initialised Xavier-uniform with zero bias (as the official FlowRL code's layers). Members never mix, so stacking
+    independently trained models is exact.
 
-    `cpu_matmul` ('aten' or 'onednn', see `set_cpu_matmul`): in float32 on a CPU, outside autocast, 'onednn'
-    multiplies member by member with oneDNN's GEMM instead of torch's batched matmul (same function).
+    `cpu_matmul` ('auto', 'onednn' or 'aten', see `set_cpu_matmul`): in float32 on a CPU, outside autocast, oneDNN
+    multiplies member by member instead of torch's batched matmul (same function).
     """
 
     cpu_matmul = "aten"
@@ -168,8 +181,7 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.uses_onednn(x):
-            ys = self.forward_members(x.unbind(0))
-            return ys[0].unsqueeze(0) if len(ys) == 1 else torch.stack(ys)
+            return _stack_members(self.forward_members(x.unbind(0)))
         return self.forward_batched(x)
 
     def forward_batched(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,14 +189,8 @@ class EnsembleLinear(nn.Module):
         n, n_x = self.weight.shape[0], x.shape[0]
         if n_x != n:
             b, d = x.shape[1:]
-            x = x.unsqueeze(1).expand(self._check_inputs(n_x), n // n_x, b, d).reshape(n, b, d)
+            x = x.unsqueeze(1).expand(n_x, _members_per_input(n, n_x, "EnsembleLinear"), b, d).reshape(n, b, d)
         return torch.baddbmm(self.bias, x, self.weight)
-
-    def _check_inputs(self, n_x: int) -> int:
-        n = self.weight.shape[0]
-        if n_x == 0 or n % n_x:
-            raise ValueError(f"EnsembleLinear of {n} members given {n_x} inputs: expected n or a divisor of it")
-        return n_x
 
     def onednn_eligible(self, x: torch.Tensor) -> bool:
         """oneDNN may multiply x here: it is chosen ('auto' or 'onednn'), float32 on a CPU, outside autocast."""
@@ -200,7 +206,7 @@ class EnsembleLinear(nn.Module):
 
     def forward_members(self, xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Member by member on oneDNN: (B, d_in) inputs (n of them, or n / r shared by r members) -> n (B, d_out)."""
-        self._check_inputs(len(xs))
+        _members_per_input(self.weight.shape[0], len(xs), "EnsembleLinear")
         return _OneDNNLinears.apply(self.weight, self.bias, *xs)
 
 
@@ -261,9 +267,7 @@ class EnsembleLayerNorm(nn.Module):
         """Member i's LayerNorm (with its own affine, fused) on xs[i // r], (B, dim) each: n inputs, or n / r shared
         by r members, as the batched path broadcasts them."""
         n = self.weight.shape[0]
-        if not xs or n % len(xs):
-            raise ValueError(f"EnsembleLayerNorm of {n} members given {len(xs)} inputs: expected n or a divisor of it")
-        r = n // len(xs)
+        r = _members_per_input(n, len(xs), "EnsembleLayerNorm")
         return [F.layer_norm(xs[i // r], xs[i // r].shape[-1:], self.weight[i, 0], self.bias[i, 0], self.eps)
                 for i in range(n)]
 
@@ -299,7 +303,7 @@ class EnsembleSequential(nn.Sequential):
                 xs = layer.forward_members(xs)
             else:
                 xs = [layer(xi) for xi in xs]
-        return xs[0].unsqueeze(0) if len(xs) == 1 else torch.stack(xs)
+        return _stack_members(xs)
 
 
 class TwinQ(nn.Module):

@@ -173,7 +173,7 @@ class FlowRL(Agent):
             copy.load_state_dict(self.critic.state_dict())
         for net in self._networks().values():
             net.to(self.device)
-            self.cpu_matmul = set_cpu_matmul(net, c.cpu_matmul)
+        self.cpu_matmul = set_cpu_matmul(nn.ModuleList(self._networks().values()), c.cpu_matmul)
         for target in (self.critic_target, self.buffer_critic_target):
             target.requires_grad_(False)
 
