@@ -156,6 +156,8 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession], stop: _StopFlag)
     out = []
     for i, s in enumerate(sessions):
         sync(i)
+        if hasattr(agent, "execution_report"):  # the batched agent ran the updates, not the runner's own
+            s.session["execution"] = agent.execution_report()
         out.append(s.close(signum))
     return out
 

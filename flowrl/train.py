@@ -550,6 +550,9 @@ class RunSession:
         checkpoint=False: the session trained nothing (stopped before its turn), so the run stays as it was."""
         runner, out = self.runner, self.out
         self.session.update(end_time=now(), end_step=runner.step)
+        report = getattr(runner.agent, "execution_report", None)  # how the agent ran here (CUDA graphs, their check)
+        if report is not None:
+            self.session.setdefault("execution", report())  # a batched run's sessions already hold its agent's
         if signum is not None and runner.step < self.cfg.steps:
             if checkpoint:
                 runner.checkpoint(self.session_start)

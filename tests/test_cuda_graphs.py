@@ -14,6 +14,7 @@ import torch
 
 from flowrl.agents.base import Batch, EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+from flowrl.cuda_graphs import capture_cuda_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -53,7 +54,9 @@ def test_graphed_update_equals_eager(amp, tol):
         assert set(m_eager) == set(m_graph)
         for k in m_eager:
             assert torch.allclose(m_eager[k], m_graph[k], rtol=tol, atol=tol), (step, k)
-    assert set(graphed._graphs.graphs) == {True, False}
+    assert set(graphed._graphs.graphs) == {"policy", "critics"}
+    report = graphed.execution_report()  # each graph passed its check against the eager update
+    assert report["cuda_graphs"] == "on" and all(c["passed"] for c in report["graph_check"]["phases"].values()), report
     # Compare what the 14 updates changed (~1e-3 per parameter), not the parameters themselves.
     for p0, p, q in zip(start, params(eager), params(graphed)):
         assert torch.allclose(p - p0, q - p0, rtol=tol, atol=tol * 1e-2)
@@ -110,3 +113,21 @@ def test_graphed_seeds_match_graphed_single_runs():
         for net in ("policy", "critic", "value"):
             for k, v in stacked.unstack(i)[net].items():
                 assert torch.allclose(v, single[net][k], atol=1e-5), (net, k)
+
+
+def test_a_real_graph_with_wrong_metrics_is_dropped():
+    """The self-check on a real capture: a graph whose metrics come back wrong is caught, and training continues
+    eagerly with the numbers of an agent that never had graphs."""
+    def wrong_metrics(run):
+        replay, output = capture_cuda_graph(run)
+        return replay, lambda: output() + 1.0
+
+    plain, faulty = make(3, amp="off", cuda_graphs=False), make(3, amp="off")
+    faulty._graphs = faulty.graphed_updates(capture=wrong_metrics)
+    with pytest.warns(RuntimeWarning, match="CUDA graphs off, graphed and eager FlowRL update differ"):
+        for step, b in enumerate(batches(10, seed=7)):
+            m1, m2 = plain.update(b, step), faulty.update(b, step)
+            assert all(torch.allclose(m1[k], m2[k], rtol=1e-6, atol=1e-6) for k in m1), step
+    report = faulty.execution_report()
+    assert report["cuda_graphs"].startswith("off: graphed and eager") and "in " in report["cuda_graphs"], report
+    assert report["graph_check"]["phases"]["policy"]["max_abs_metric_diff"] == pytest.approx(1.0, rel=1e-3)

@@ -302,16 +302,17 @@ def test_stacked_members_train_like_single_seeds():
 def test_graph_bookkeeping_on_cpu_matches_plain_updates():
     """The CUDA-graph path's bookkeeping (static inputs, one graph per phase, eager warm-up, re-capture after
     a state load) with an eager stand-in for capture, against plain updates: identical on the CPU."""
-    from flowrl.agents.flowrl import _GraphedUpdate, eager_capture
+    from flowrl.cuda_graphs import eager_capture
 
     plain = make_agent(seed=5)
     graphed = make_agent(seed=5)
-    graphed._graphs = _GraphedUpdate(graphed, capture=eager_capture)
+    graphed._graphs = graphed.graphed_updates(capture=eager_capture)
     bs = [batch(seed=200 + i) for i in range(12)]
     for step, b in enumerate(bs):
         m1, m2 = plain.update(b, step), graphed.update(b, step)
         assert set(m1) == set(m2) and all(torch.equal(m1[k], m2[k]) for k in m1), step
-    assert set(graphed._graphs.graphs) == {True, False}  # both phases captured after their warm-ups
+    assert set(graphed._graphs.graphs) == {"policy", "critics"}  # both phases captured after their warm-ups
+    assert graphed.execution_report()["cuda_graphs"] == "on"
     for p, q in zip(plain.policy.parameters(), graphed.policy.parameters()):
         assert torch.equal(p, q)
     buf = io.BytesIO()
@@ -325,19 +326,18 @@ def test_graph_bookkeeping_on_cpu_matches_plain_updates():
 
 
 def test_failed_graph_capture_falls_back_to_eager_updates():
-    from flowrl.agents.flowrl import _GraphedUpdate
-
     def broken_capture(run):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     plain, graphed = make_agent(seed=6), make_agent(seed=6)
-    graphed._graphs = _GraphedUpdate(graphed, capture=broken_capture)
-    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+    graphed._graphs = graphed.graphed_updates(capture=broken_capture)
+    with pytest.warns(RuntimeWarning, match="CUDA graphs off, capture failed"):
         for step in range(10):
             b = batch(seed=300 + step)
             m1, m2 = plain.update(b, step), graphed.update(b, step)
             assert all(torch.equal(m1[k], m2[k]) for k in m1), step
-    assert graphed._graphs is None
+    assert graphed._graphs.graphs == {}
+    assert graphed.execution_report()["cuda_graphs"].startswith("off: capture failed (operation not permitted")
 
 
 def test_loaded_state_keeps_this_agents_optimizer_settings():

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import warnings
 from typing import Literal
 
 import torch
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
+from flowrl.cuda_graphs import GraphedStep, tolerance, training_state
 from flowrl.networks import (CPU_MATMULS, EnsembleLayerNorm, EnsembleLinear, EnsembleSequential, activation,
                              polyak_update, resolve_cpu_matmul, set_cpu_matmul)
 
@@ -50,7 +50,8 @@ class FlowRLConfig:
     exploration_noise: float = 0.0  # code's epsilon: + clip(U[0,1) * 0.01 * eps, +-0.25), eps *= 0.8 every 1e5 acts
     eval_noise: Literal["sample", "zero"] = "sample"  # code evaluates from fresh noise; "zero" integrates from a_0 = 0
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast: "auto" = on CUDA only (code); "bf16" forces it, CPU too
-    cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph (same numbers as eager; no effect on CPU)
+    cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph, checked against the eager update
+    # first (eager again if they differ: flowrl/cuda_graphs.py); no effect on CPU
     graph_warmup: int = 3  # eager updates per graph before it is captured (lazy init of optimiser state, cuBLAS)
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"  # float32 CPU matmuls: oneDNN's GEMM or torch's batched
     # matmul (MKL); "auto": oneDNN for networks whose largest layer is a large product (paper-size updates), batched
@@ -187,7 +188,7 @@ class FlowRL(Agent):
         self.value_opt = torch.optim.Adam(self.value.parameters(), **adam)
         for opt in self._optimizers().values():
             opt._warned_capturable_if_run_uncaptured = True  # torch warns once per optimiser about the eager warm-ups
-        self._graphs = _GraphedUpdate(self) if graphed else None
+        self._capturable = graphed
 
         self.scale = (self.act_high - self.act_low) / 2.0
         self.bias = (self.act_high + self.act_low) / 2.0
@@ -201,6 +202,7 @@ class FlowRL(Agent):
         self.eval_generators = [torch.Generator(device=self.device) for _ in range(n)]  # never the training stream
         # bf16 autocast: "auto" enables it on CUDA only (as the official code); "bf16" also on CPUs with bf16 units.
         self.amp = c.amp == "bf16" or (c.amp == "auto" and self.device.type == "cuda")
+        self._graphs = self.graphed_updates() if graphed else None
 
     # ----------------------------------------------------------------------------- randomness
     def _draw(self, fn, shape, generators) -> torch.Tensor:
@@ -332,8 +334,25 @@ class FlowRL(Agent):
         policy_phase = step % self.config.target_update_interval == 0
         noise = self.update_noise(batch.obs.shape[1], policy_phase)
         if self._graphs is not None:
-            return self._graphs(batch, noise, policy_phase)
+            return self._graphs("policy" if policy_phase else "critics", batch, noise)
         return self._update_core(batch, noise, policy_phase)
+
+    def graphed_updates(self, capture=None) -> GraphedStep:
+        """The update as CUDA graphs, one per phase ("policy": with the delayed policy step, "critics": without),
+        each checked against the eager update before use (flowrl/cuda_graphs.py). `capture`: what records a graph;
+        tests pass flowrl.cuda_graphs.eager_capture (or a faulty one) to run this path on CPUs:
+        `agent._graphs = agent.graphed_updates(capture)`."""
+        return GraphedStep(lambda phase, batch, noise: self._update_core(batch, noise, phase == "policy"),
+                           lambda: training_state(self._networks(), self._optimizers()), self.device,
+                           self.config.graph_warmup, tolerance(self.amp), capture, name="FlowRL update")
+
+    def execution_report(self) -> dict:
+        """How this agent's updates ran, as plain data (a run's manifest records it): {"cuda_graphs": "on" |
+        "off: <reason>" | "pending: <why>", "graph_check": the graph-vs-eager differences measured per phase}."""
+        if self._graphs is not None:
+            return self._graphs.report()
+        why = "agent.cuda_graphs=false" if not self.config.cuda_graphs else f"not on CUDA (device {self.device})"
+        return {"cuda_graphs": f"off: {why}"}
 
     def _update_core(self, batch: Batch, noise: dict[str, torch.Tensor], policy_phase: bool) -> dict[str, torch.Tensor]:
         """The update itself, given its random draws: pure device work (capturable as a CUDA graph)."""
@@ -382,15 +401,17 @@ class FlowRL(Agent):
     def _update_policy(self, obs, action, noise, q_buffer) -> dict[str, torch.Tensor]:
         c = self.config
         self.critic.requires_grad_(False)  # gradients flow through Q to the action only: skip Q's weight gradients
-        with self._autocast():
-            q_pi = torch.min(*self.critic(obs, self.sample(obs, noise["pi_a0"]))).float()
-            loss = -q_pi
-            if c.constraint:
-                weights = self.flow_weights(q_buffer.float(), q_pi)
-                loss = loss + self.flow_matching_loss(obs, action, noise["a0"], noise["t"], weights)
-            policy_loss = batch_mean(loss)
-        self._step(self.policy_opt, policy_loss.sum())
-        self.critic.requires_grad_(True)
+        try:  # (also when a CUDA-graph capture stops in here)
+            with self._autocast():
+                q_pi = torch.min(*self.critic(obs, self.sample(obs, noise["pi_a0"]))).float()
+                loss = -q_pi
+                if c.constraint:
+                    weights = self.flow_weights(q_buffer.float(), q_pi)
+                    loss = loss + self.flow_matching_loss(obs, action, noise["a0"], noise["t"], weights)
+                policy_loss = batch_mean(loss)
+            self._step(self.policy_opt, policy_loss.sum())
+        finally:
+            self.critic.requires_grad_(True)
         out = {"policy_loss": policy_loss.detach(), "q_pi_mean": batch_mean(q_pi.detach())}
         if c.constraint:
             out["flow_weight_mean"] = batch_mean(weights)
@@ -428,10 +449,9 @@ class FlowRL(Agent):
         # Optimizer.load_state_dict also takes `fused`/`capturable` from the saved groups: a checkpoint written on a
         # CPU (not capturable) would make every later CUDA-graph capture fail, one written with graphs would ask a
         # CPU for capturable steps. Keep this agent's own settings; fused/capturable Adam keeps `step` on the device.
-        graphed = self._graphs is not None
         for opt in self._optimizers().values():
             for group in opt.param_groups:
-                group.update(fused=True, capturable=graphed)
+                group.update(fused=True, capturable=self._capturable)
                 for p in group["params"]:
                     st = opt.state.get(p)
                     if st and "step" in st:
@@ -480,94 +500,3 @@ def _map_leaves(states: list[dict], fn):
     if isinstance(first, torch.Tensor):
         return fn(states)
     return first
-
-
-class _GraphedUpdate:
-    """FlowRL's update replayed as CUDA graphs: one graph per phase (with / without the delayed policy step).
-
-    The batch and the update's random draws (drawn eagerly from the members' generators, exactly as the eager
-    path draws them) are copied into static tensors, then the captured kernels run with one launch, so the
-    update's ~300 kernel launches and their Python overhead vanish. The first `graph_warmup` updates of each
-    phase run eagerly (on a side stream on CUDA; they are real updates), which creates the optimiser state
-    before capture. Capture itself runs nothing, so the captured update is replayed once right after. Each
-    graph has its own memory pool; its metrics are copied out of the pool after every replay.
-
-    `capture(run) -> (replay, output)` records `run` (which returns the stacked metrics); `_cuda_capture` is the
-    real one, `eager_capture` a stand-in that re-runs `run` on every replay, so the bookkeeping here (static
-    inputs, phases, warm-up, re-capture after a state load) is tested on CPUs too.
-    """
-
-    def __init__(self, agent: FlowRL, capture=None):
-        self.agent = agent
-        self.capture = capture or _cuda_capture
-        self.reset()
-
-    def reset(self) -> None:
-        self.graphs: dict[bool, tuple] = {}
-        self.eager_done = {True: 0, False: 0}
-
-    def __call__(self, batch: Batch, noise: dict[str, torch.Tensor], policy_phase: bool) -> dict[str, torch.Tensor]:
-        agent = self.agent
-        if policy_phase not in self.graphs:
-            if self.eager_done[policy_phase] < agent.config.graph_warmup:
-                self.eager_done[policy_phase] += 1
-                return self._warmup(batch, noise, policy_phase)
-            try:
-                self._capture(batch, noise, policy_phase)
-            except RuntimeError as exc:  # capture runs no kernels: the eager update below is this step's update
-                warnings.warn(f"FlowRL: CUDA graph capture failed ({exc}); continuing with eager updates "
-                              "(set agent.cuda_graphs=false to skip the attempt)", RuntimeWarning, stacklevel=2)
-                agent._graphs = None
-                agent.critic.requires_grad_(True)  # in case the capture stopped inside the policy step
-                return agent._update_core(batch, noise, policy_phase)
-        replay, output, static_batch, static_noise, keys = self.graphs[policy_phase]
-        for dst, src in zip(static_batch, batch):
-            dst.copy_(src)
-        for k, v in noise.items():
-            static_noise[k].copy_(v)
-        replay()
-        values = output().clone()
-        return {k: values[i] for i, k in enumerate(keys)}
-
-    def _warmup(self, batch, noise, policy_phase):
-        agent = self.agent
-        if agent.device.type != "cuda":
-            return agent._update_core(batch, noise, policy_phase)
-        side = torch.cuda.Stream(agent.device)
-        side.wait_stream(torch.cuda.current_stream(agent.device))
-        with torch.cuda.stream(side):
-            metrics = agent._update_core(batch, noise, policy_phase)
-        torch.cuda.current_stream(agent.device).wait_stream(side)
-        return metrics
-
-    def _capture(self, batch: Batch, noise: dict[str, torch.Tensor], policy_phase: bool) -> None:
-        agent = self.agent
-        static_batch = Batch(*(x.clone() for x in batch))
-        static_noise = {k: v.clone() for k, v in noise.items()}
-        keys: list[str] = []
-
-        def run() -> torch.Tensor:
-            metrics = agent._update_core(static_batch, static_noise, policy_phase)
-            keys[:] = list(metrics)
-            return torch.stack([metrics[k].float() for k in keys])  # (n_metrics, n)
-
-        replay, output = self.capture(run)
-        self.graphs[policy_phase] = (replay, output, static_batch, static_noise, keys)
-
-
-def _cuda_capture(run):
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        flat = run()
-    return graph.replay, lambda: flat
-
-
-def eager_capture(run):
-    """A stand-in for CUDA-graph capture that re-runs `run` eagerly on each replay (tests on CPU)."""
-    box = {}
-
-    def replay():
-        box["flat"] = run()
-
-    return replay, lambda: box["flat"]
