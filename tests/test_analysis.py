@@ -1,5 +1,5 @@
-"""Results pipeline: statistics equal rliable's, normalisation, alignment, missing-run report, tables,
-figures and reference import, on small synthetic studies written to tmp_path."""
+"""Results pipeline: normalisation, alignment, missing-run report, tables, figures, summary and reference import,
+on small synthetic studies written to tmp_path (the statistics themselves: tests/test_stats.py)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from rliable import library as rly
-from rliable import metrics
-
-from flowrl.analysis import stats
 from flowrl.analysis.alignment import align_to_grid, make_grid, thin_grid
 from flowrl.analysis.cli import main as cli_main
 from flowrl.analysis.expected import ExpectedStudy, load_expected, missing_report, print_missing, target_steps
@@ -66,81 +62,6 @@ def small_study(tmp_path):
         for seed in range(2):
             write_run(root, "td3", task, seed, 1000, 250, level=400)
     return root
-
-
-# ----------------------------------------------------------------------------------- statistics
-def test_aggregates_equal_rliable_called_directly():
-    rng = np.random.default_rng(0)
-    matrices = {"a": rng.normal(0.6, 0.2, (5, 4)), "b": rng.normal(0.4, 0.2, (3, 4))}
-    ours = stats.aggregate_metrics(matrices, reps=300, seed=7)
-    for algo, m in matrices.items():
-        np.random.seed(7)
-        point, interval = rly.get_interval_estimates({algo: m}, lambda x: np.array([
-            metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
-            metrics.aggregate_optimality_gap(x)]), reps=300)
-        rows = ours[ours["algo"] == algo].set_index("metric")
-        for j, metric in enumerate(stats.METRICS):
-            assert rows.loc[metric, "value"] == pytest.approx(point[algo][j], abs=1e-12)
-            assert rows.loc[metric, "ci_low"] == pytest.approx(interval[algo][0, j], abs=1e-12)
-            assert rows.loc[metric, "ci_high"] == pytest.approx(interval[algo][1, j], abs=1e-12)
-        assert rows["n_runs"].iloc[0] == m.size
-    again = stats.aggregate_metrics(matrices, reps=300, seed=7)
-    pd.testing.assert_frame_equal(ours, again)  # identical inputs, identical CIs
-    other = stats.aggregate_metrics(matrices, reps=300, seed=8)
-    assert not np.allclose(other["ci_low"], ours["ci_low"])  # the seed really drives the bootstrap
-
-
-def test_iqm_hand_checkable():
-    # 8 runs on one task: IQM drops the lowest and highest quarter -> mean(3, 4, 5, 6) = 4.5
-    scores = np.arange(1.0, 9.0)[:, None]
-    row = stats.aggregate_metrics({"x": scores}, reps=50, seed=0).set_index("metric")
-    assert row.loc["iqm", "value"] == pytest.approx(4.5)
-    assert row.loc["mean", "value"] == pytest.approx(4.5)
-    # 4 runs x 2 tasks, values 1..8 with an outlier: IQM still uses the middle four of all eight
-    scores = np.array([[1.0, 100.0], [2.0, 7.0], [3.0, 6.0], [4.0, 5.0]])
-    row = stats.aggregate_metrics({"x": scores}, reps=50, seed=0).set_index("metric")
-    assert row.loc["iqm", "value"] == pytest.approx((3 + 4 + 5 + 6) / 4)
-    # optimality gap with threshold 1: mean of (1 - min(score, 1))
-    gap = stats.aggregate_metrics({"x": np.array([[0.5, 1.5], [0.0, 1.0]])}, reps=50, seed=0)
-    assert gap.set_index("metric").loc["optimality_gap", "value"] == pytest.approx((0.5 + 0 + 1 + 0) / 4)
-
-
-def test_probability_of_improvement_hand_checkable_and_equal_to_rliable():
-    x = np.array([[3.0, 1.0], [4.0, 3.0]])  # task 0: x always wins; task 1: x = (1, 3) vs y = (2, 2) -> 2/4
-    y = np.array([[1.0, 2.0], [2.0, 2.0]])
-    assert stats.poi_statistic(x, y) == pytest.approx((1.0 + 0.5) / 2)
-    assert stats.poi_statistic(x, x) == pytest.approx(0.5)
-    assert stats.poi_statistic(y, x) == pytest.approx(1 - (1.0 + 0.5) / 2)
-    rng = np.random.default_rng(3)
-    for _ in range(50):  # ties included
-        a = rng.integers(0, 4, (rng.integers(1, 6), 3)).astype(float)
-        b = rng.integers(0, 4, (rng.integers(1, 6), 3)).astype(float)
-        assert stats.poi_statistic(a, b) == pytest.approx(metrics.probability_of_improvement(a, b), abs=1e-12)
-    mats = {"a": rng.normal(1, 1, (5, 3)), "b": rng.normal(0, 1, (4, 3))}
-    ours = stats.probability_of_improvement(mats, [("a", "b")], reps=200, seed=5).iloc[0]
-    np.random.seed(5)
-    point, interval = rly.get_interval_estimates({"a,b": (mats["a"], mats["b"])}, metrics.probability_of_improvement,
-                                                 reps=200)
-    assert ours["poi"] == pytest.approx(point["a,b"], abs=1e-12)
-    assert [ours["ci_low"], ours["ci_high"]] == pytest.approx(np.ravel(interval["a,b"]).tolist(), abs=1e-12)
-
-
-def test_performance_profile_and_sample_efficiency_match_rliable():
-    rng = np.random.default_rng(1)
-    m = rng.uniform(0, 1, (4, 3))
-    taus = np.linspace(0, 1, 11)
-    profiles, cis = stats.performance_profiles({"a": m}, taus, reps=100, seed=2)
-    np.random.seed(2)
-    p, c = rly.create_performance_profile({"a": m}, taus, reps=100)
-    np.testing.assert_allclose(profiles["a"], p["a"])
-    np.testing.assert_allclose(cis["a"], c["a"])
-    curves = rng.uniform(0, 1, (4, 3, 6))
-    points, intervals = stats.sample_efficiency({"a": curves}, reps=100, seed=2)
-    np.random.seed(2)
-    p, c = rly.get_interval_estimates({"a": curves}, lambda s: np.array(
-        [metrics.aggregate_iqm(s[..., i]) for i in range(s.shape[-1])]), reps=100)
-    np.testing.assert_allclose(points["a"], p["a"])
-    np.testing.assert_allclose(intervals["a"], c["a"])
 
 
 # ----------------------------------------------------------------------------------- normalisation
