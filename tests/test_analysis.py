@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
@@ -13,14 +14,16 @@ import yaml
 from flowrl.analysis.alignment import align_to_grid, make_grid, thin_grid
 from flowrl.analysis.cli import main as cli_main
 from flowrl.analysis.expected import ExpectedStudy, load_expected, missing_report, print_missing, target_steps
-from flowrl.analysis.figures import curve_grid_size
+from flowrl.analysis.figures import (NO_COMPARISON_COLOUR, POI_CMAP, curve_band, curve_grid_size, ordered_handles,
+                                     poi_matrix, poi_matrix_colours)
 from flowrl.analysis.normalise import NormalisationError, load_normalisation
 from flowrl.analysis.pipeline import AnalysisConfig, ablation_families, analyse, gather, run_analysis
-from flowrl.analysis.plotting import pixel_size
+from flowrl.analysis.palette import ALGO_COLOURS, algo_order, build_palette
+from flowrl.analysis.plotting import duration_unit, format_duration, pixel_size
 from flowrl.analysis.references import load_references
 from flowrl.analysis.runs import AnalysisError, load_runs
 from flowrl.analysis.scores import build_score_set, final_scores
-from flowrl.analysis.tasks import group_of, map_external_task
+from flowrl.analysis.tasks import group_of, map_external_task, return_bounds
 from flowrl.analysis.tidy import add_scores, runs_to_tidy
 
 
@@ -220,6 +223,62 @@ def test_external_task_names_map_to_ours():
     assert group_of("dmc:dog-run") == "DMC hard" and group_of("dmc:cheetah-run") == "DMC easy"
     assert ablation_families(["flowrl", "flowrl-no-w2", "flowrl-steps5", "sac"]) == {
         "flowrl": ["flowrl", "flowrl-no-w2", "flowrl-steps5"]}
+
+
+# ----------------------------------------------------------------------------------- figure rules
+def test_time_axes_choose_their_unit_by_magnitude():
+    assert duration_unit(0.0005) == ("milliseconds", 1e-3) and duration_unit(1.5)[0] == "milliseconds"
+    assert duration_unit(2.0) == ("seconds", 1.0) and duration_unit(119.0)[0] == "seconds"
+    assert duration_unit(120.0) == ("minutes", 60.0) and duration_unit(7100.0)[0] == "minutes"
+    assert duration_unit(7200.0) == ("hours", 3600.0) and duration_unit(30 * 3600.0)[0] == "hours"
+    assert format_duration(372.0) == "6.2 min" and format_duration(45.0) == "45 s"
+    assert format_duration(3 * 3600.0) == "3 h" and format_duration(0.0004) == "0.4 ms"
+
+
+def test_return_bands_stop_at_the_tasks_possible_returns():
+    df = pd.DataFrame({"mean": [10.0, 990.0], "std": [30.0, 30.0], "t_low": [-50.0, 900.0],
+                       "t_high": [60.0, 1100.0], "ci_low": [-1.0, 980.0], "ci_high": [20.0, 1001.0]})
+    assert return_bounds("dmc:cheetah-run") == (0.0, 1000.0)
+    low, high = curve_band(df, "std", return_bounds("dmc:cheetah-run"))
+    np.testing.assert_array_equal(low, [0.0, 960.0])  # 10 - 30 would be a return no DMC episode can have
+    np.testing.assert_array_equal(high, [40.0, 1000.0])
+    low, high = curve_band(df, "t", return_bounds("dmc:cheetah-run"))
+    np.testing.assert_array_equal(low, [0.0, 900.0])
+    np.testing.assert_array_equal(high, [60.0, 1000.0])
+    low, _ = curve_band(df, "ci", return_bounds("dmc:cheetah-run"))
+    np.testing.assert_array_equal(low, [0.0, 980.0])
+    for task in ("gym:Hopper-v5", "hb:h1hand-walk-v0", "dmc:lqr-lqr_2_1"):  # no fixed range: nothing is cut
+        low, high = curve_band(df, "std", return_bounds(task))
+        np.testing.assert_array_equal(low, [-20.0, 960.0])
+        np.testing.assert_array_equal(high, [40.0, 1020.0])
+    with pytest.raises(ValueError, match="band must be one of"):
+        curve_band(df, "iqr", return_bounds("dmc:cheetah-run"))
+
+
+def test_poi_matrix_diagonal_is_not_the_colour_of_one_half():
+    poi = pd.DataFrame({"algo_x": ["sac", "flowrl", "flowrl", "td3"], "algo_y": ["flowrl", "sac", "td3", "flowrl"],
+                        "poi": [0.2, 0.8, 0.5, 0.5], "ci_low": [0.1, 0.7, 0.3, 0.3], "ci_high": [0.3, 0.9, 0.7, 0.7]})
+    algos, matrix, cis = poi_matrix(poi, ["flowrl", "sac", "td3"])
+    assert algos == ["flowrl", "sac", "td3"] and matrix[0, 1] == 0.8 and cis[1, 0] == (0.1, 0.3)
+    colours = poi_matrix_colours(matrix)
+    half = matplotlib.colormaps[POI_CMAP](0.5)
+    grey = matplotlib.colors.to_rgba(NO_COMPARISON_COLOUR)
+    np.testing.assert_allclose(colours[0, 2], half)  # a real P = 0.5 gets the colour map's middle
+    for i in range(3):
+        np.testing.assert_allclose(colours[i, i], grey)  # X against itself: no comparison, not 0.5
+    assert np.abs(np.array(grey) - np.array(half)).max() > 0.3
+    np.testing.assert_allclose(colours[1, 2], grey)  # sac vs td3 was not compared either
+
+
+def test_one_palette_and_one_legend_order():
+    palette = build_palette(["zeta", "td3", "flowrl", "alpha", "sac"])
+    assert palette["flowrl"] == ALGO_COLOURS["flowrl"] and palette["sac"] == ALGO_COLOURS["sac"]
+    assert len(set(palette.values())) == len(palette)  # distinct colours
+    assert build_palette(["alpha", "sac", "zeta", "flowrl", "td3"]) == palette  # order of appearance does not matter
+    assert algo_order(["td3", "sac", "flowrl-no-w2", "flowrl"]) == ["flowrl", "flowrl-no-w2", "sac", "td3"]
+    # legend entries in the fixed order, whichever task drew an algorithm first; a reference after its algorithm
+    handles = {"td3": "T", "flowrl (reference)": "R", "sac": "S", "flowrl": "F", "other": "O"}
+    assert ordered_handles(handles, ["flowrl", "sac", "td3"]) == ["F", "R", "S", "T", "O"]
 
 
 # ----------------------------------------------------------------------------------- end to end

@@ -14,9 +14,10 @@ import pandas as pd
 
 from flowrl.analysis.alignment import align_to_grid, make_grid, thin_grid
 from flowrl.analysis.scores import ScoreSet
-from flowrl.analysis.stats import bootstrap_mean_ci
+from flowrl.analysis.stats import bootstrap_mean_ci, t_interval
 
-CURVE_COLUMNS = ["task", "group", "algo", "reference", "step", "n", "mean", "std", "ci_low", "ci_high", "value"]
+CURVE_COLUMNS = ["task", "group", "algo", "reference", "step", "n", "mean", "std", "ci_low", "ci_high", "t_low",
+                 "t_high", "value"]
 
 
 def eval_interval(df: pd.DataFrame) -> int:
@@ -46,12 +47,13 @@ def _summarise(matrix: np.ndarray, reps: int, seed: int, confidence: float) -> d
         mean = np.nanmean(matrix, axis=0)
         std = np.where(n > 1, np.nanstd(matrix, axis=0, ddof=1), np.nan)
     low, high = bootstrap_mean_ci(matrix, reps, seed, confidence)
-    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
+    t_low, t_high = t_interval(matrix, confidence)
+    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high, "t_low": t_low, "t_high": t_high}
 
 
 def per_task_curves(tidy: pd.DataFrame, value: str, reps: int, seed: int, confidence: float = 0.95,
                     grid_step: int | None = None) -> pd.DataFrame:
-    """Mean, std, bootstrap CI and n of `value` ('return' or 'score') per task, algorithm and grid step.
+    """Mean, std, percentile-bootstrap CI, t-interval and n of `value` ('return' or 'score') per task, algorithm and grid step.
 
     Our runs: grid of `grid_step` (default: the task's coarsest eval interval) up to the last step
     evaluated. References: their own evaluation steps, cut at the last step of our runs on that task

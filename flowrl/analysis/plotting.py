@@ -42,6 +42,26 @@ def human_steps(x: float, _pos=None) -> str:
 
 STEP_FORMATTER = FuncFormatter(human_steps)
 
+# (unit, seconds per unit): a duration is shown in the largest unit it reaches twice of (120 s -> minutes).
+DURATION_UNITS = (("milliseconds", 1e-3), ("seconds", 1.0), ("minutes", 60.0), ("hours", 3600.0))
+UNIT_SYMBOLS = {"milliseconds": "ms", "seconds": "s", "minutes": "min", "hours": "h"}
+
+
+def duration_unit(seconds: float) -> tuple[str, float]:
+    """(unit, seconds per unit) for durations up to `seconds`: milliseconds below 2 s, seconds below
+    2 minutes, minutes below 2 hours, else hours."""
+    name, scale = DURATION_UNITS[0]
+    for unit, size in DURATION_UNITS[1:]:
+        if abs(seconds) >= 2 * size:
+            name, scale = unit, size
+    return name, scale
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '6.2 min', '3.1 h' (unit by duration_unit)."""
+    unit, scale = duration_unit(seconds)
+    return f"{seconds / scale:.3g} {UNIT_SYMBOLS[unit]}"
+
 
 def save_figure(fig, base: Path, formats=("png", "pdf")) -> list[Path]:
     """Write base.png / base.pdf at a fixed size (figsize x DPI pixels; no tight cropping)."""

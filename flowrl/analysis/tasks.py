@@ -41,6 +41,20 @@ def group_of(task: str) -> str:
     return "DMC hard" if domain in DMC_HARD_DOMAINS else "DMC easy"
 
 
+# Episode returns are bounded where the suite fixes episode length and per-step reward range: dm_control
+# suite tasks run 1000 control steps with rewards in [0, 1], except LQR (quadratic cost, no time limit).
+# Gym MuJoCo and HumanoidBench rewards have no fixed range.
+DMC_RETURN_BOUNDS = (0.0, 1000.0)
+DMC_UNBOUNDED_DOMAINS = ("lqr",)
+
+
+def return_bounds(task: str) -> tuple[float, float]:
+    """(lowest, highest) possible episode return of `task`; (-inf, inf) where the suite fixes none."""
+    if suite_of(task) == "dmc" and task.split(":", 1)[1].split("-", 1)[0] not in DMC_UNBOUNDED_DOMAINS:
+        return DMC_RETURN_BOUNDS
+    return -float("inf"), float("inf")
+
+
 def short_name(task: str) -> str:
     """Task id without the suite prefix, for plot titles."""
     return task.split(":", 1)[1] if ":" in task else task
