@@ -13,6 +13,7 @@ this device's GEMM rate, the most updates/s any implementation of the update can
     python3 bench/bench_speed.py --device cuda --shapes 223x38 --seeds 8   # dog-run's shapes, no simulator needed
 Each measurement runs in a fresh process so its peak memory is its own.
     python bench/bench_speed.py --device cpu --algos flowrl --skip-e2e --rounds 12   # just the comparison
+    python bench/bench_speed.py --device cpu --shapes 17x6 --hidden 64 128 256 512   # ours/official per hidden size
 """
 from __future__ import annotations
 
@@ -160,6 +161,16 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
         torch.manual_seed(0)
         agent = FlowRL(spec, build_dataclass(FlowRL.Config, over, "agent"), device)
         steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
+    rates = _alternating_rounds(steps, rounds, per_round, device)
+    officials = [k for k in rates if k.startswith("official-style")]
+    return {"ups": {k: statistics.median(v) for k, v in rates.items()},
+            "ratio": {k: {o: statistics.median(a / b for a, b in zip(v, rates[o])) for o in officials}
+                      for k, v in rates.items()}}
+
+
+def _alternating_rounds(steps, rounds, per_round, device):
+    """Warm every contender up, then `rounds` rounds in which each runs `per_round` of its steps in turn:
+    per contender, the list of its per-round rates (steps/s)."""
     calls = dict.fromkeys(steps, 0)
 
     def run(name, n):
@@ -176,10 +187,62 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
             t = time.perf_counter()
             run(name, per_round)
             rates[name].append(per_round / (time.perf_counter() - t))
-    officials = [k for k in rates if k.startswith("official-style")]
-    return {"ups": {k: statistics.median(v) for k, v in rates.items()},
-            "ratio": {k: {o: statistics.median(a / b for a, b in zip(v, rates[o])) for o in officials}
-                      for k, v in rates.items()}}
+    return rates
+
+
+def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_size, compile_official=None):
+    """FlowRL against the official-style update at each hidden size in `hiddens`, float32 (amp off on both), in
+    ONE process: every round runs `per_round` updates of every contender of every size in turn. On CPUs with
+    oneDNN FlowRL also runs with each `cpu_matmul` backend forced, so the grid shows which kernel wins where (the
+    rule `cpu_matmul=auto` follows). Returns {hidden: {contender: median updates/s}} and, per size and contender,
+    the median of its per-round ratios to that size's official-style update."""
+    import statistics
+
+    import torch
+
+    from flowrl.agents.flowrl import FlowRL
+    from flowrl.config import build_dataclass
+    from flowrl.networks import onednn_linear_available
+    from official_style import OfficialStyleFlowRL, filled_replay
+
+    device = torch.device(device_name)
+    spec = _spec(task)
+    memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
+    buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
+    variants = {"flowrl": {}}
+    if device.type == "cpu" and onednn_linear_available():
+        variants.update({"flowrl, cpu_matmul=aten": {"cpu_matmul": "aten"},
+                         "flowrl, cpu_matmul=onednn": {"cpu_matmul": "onednn"}})
+    steps = {}
+    for h in hiddens:
+        torch.manual_seed(0)
+        official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, hidden=h, compile_=compile_official,
+                                       amp=False)
+        steps[(h, "official-style")] = lambda i, official=official: official.update(memory, batch_size, i)
+        for name, over in variants.items():
+            torch.manual_seed(0)
+            agent = FlowRL(spec, build_dataclass(FlowRL.Config, {"hidden_dim": h, "amp": "off", **over}, "agent"), device)
+            steps[(h, name)] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
+    rates = _alternating_rounds(steps, rounds, per_round, device)
+    return {"ups": {h: {name: statistics.median(rates[(h, name)]) for hh, name in steps if hh == h} for h in hiddens},
+            "ratio": {h: {name: statistics.median(a / b for a, b in zip(rates[(h, name)], rates[(h, "official-style")]))
+                          for hh, name in steps if hh == h} for h in hiddens}}
+
+
+def print_hidden_grid(grid, rounds, per_round, batch_size):
+    hiddens = list(grid["ups"])
+    names = list(grid["ups"][hiddens[0]])
+    print(f"\nhidden-size grid: batch {batch_size}, float32, one process, {rounds} alternating rounds of {per_round} "
+          "updates; updates/s (median) and, in brackets, the median per-round ratio to the official-style update of "
+          "the same size:")
+    cells = {h: {n: f"{grid['ups'][h][n]:.1f} ({grid['ratio'][h][n]:.2f}x)" for n in names} for h in hiddens}
+    widths = {n: max(len(n), *(len(cells[h][n]) for h in hiddens)) + 3 for n in names}
+    print(f"  {'hidden':>6}" + "".join(f"{n:>{widths[n]}}" for n in names))
+    for h in hiddens:
+        print(f"  {h:>6}" + "".join(f"{cells[h][n]:>{widths[n]}}" for n in names))
+    best = {h: max((n for n in names if n != "official-style"), key=lambda n: grid["ratio"][h][n]) for h in hiddens}
+    print("  fastest FlowRL setting per size: " + ", ".join(f"{h}: {best[h]} {grid['ratio'][h][best[h]]:.2f}x"
+                                                         for h in hiddens))
 
 
 def measure_matmul_floor(task, device_name, batch_size):
@@ -341,10 +404,15 @@ def main():
     ap.add_argument("--official-compile", choices=["auto", "off"], default="auto",
                     help="auto: the official-style update compiled as its code does (torch.compile max-autotune on "
                     "CUDA; minutes of compilation), plus an eager one on CUDA; off: eager only (a quick first look)")
+    ap.add_argument("--hidden", type=int, nargs="+", metavar="H", help="instead of the figures above: FlowRL against "
+                    "the official-style update at these hidden sizes (e.g. 64 128 256 512), float32, one process, "
+                    "alternating --rounds of --round-updates updates, as a grid with ratios")
     ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
                     "(its torch.compile max-autotune takes minutes on a GPU)")
     args = ap.parse_args()
-    simulator = not args.shapes
+    if args.hidden and min(args.hidden) < 1:
+        ap.error(f"--hidden {args.hidden}: hidden sizes are positive integers, e.g. --hidden 64 128 256 512")
+    simulator = not args.shapes and not args.hidden
     if args.shapes:
         if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.shapes):
             ap.error(f"--shapes {args.shapes!r}: give OBSxACT, e.g. 223x38")
@@ -361,6 +429,15 @@ def main():
               f"env steps/s: error: {env['error']} (--shapes OBSxACT times the updates without a simulator)")
     for dev in devices:
         print(f"\n## device {dev}")
+        if args.hidden:
+            compiled = None if args.official_compile == "auto" else False
+            grid = isolated(measure_hidden_grid, args.task, dev, args.hidden, args.rounds, args.round_updates,
+                            args.batch_size, compiled, timeout=args.official_timeout)
+            if "error" in grid:
+                print(f"hidden-size grid: error: {grid['error']}")
+            else:
+                print_hidden_grid(grid, args.rounds, args.round_updates, args.batch_size)
+            continue
         print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")
         flow_ups = flow_e2e = None  # FlowRL's own figures, for the ratios below (None when it failed)
         for algo in args.algos:

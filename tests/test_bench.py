@@ -55,3 +55,24 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
     assert "error" not in proc.stdout and "# task shapes:5x1" in proc.stdout, proc.stdout
     assert re.search(r"flowrl, amp=bf16 +[0-9.]+ updates/s", proc.stdout) and "seeds batched" in proc.stdout
     assert "env steps/s" not in proc.stdout and "evaluation of" not in proc.stdout
+
+
+def test_bench_speed_hidden_size_grid():
+    """--hidden prints FlowRL against the official-style update at each size (one process), with a ratio per cell."""
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--hidden", "8",
+           "16", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "error" not in out and "hidden-size grid: batch 16, float32" in out, out
+    header = next(line for line in out.splitlines() if line.strip().startswith("hidden "))
+    names = ["official-style", "flowrl"] + (["flowrl, cpu_matmul=aten", "flowrl, cpu_matmul=onednn"]
+                                            if onednn_linear_available() else [])
+    assert re.findall(r"official-style|flowrl(?:, cpu_matmul=\w+)?", header) == names, header
+    cell = r" +[0-9]+\.[0-9] \([0-9]+\.[0-9]{2}x\)"
+    for h in (8, 16):
+        assert re.search(rf"^ +{h}" + r" +[0-9]+\.[0-9] \(1\.00x\)" + cell * (len(names) - 1) + "$", out, re.M), out
+    assert re.search(r"fastest FlowRL setting per size: 8: flowrl.* [0-9.]+x, 16: flowrl", out), out
+
+    bad = subprocess.run(cmd[:6] + ["--hidden", "0"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "--hidden [0]: hidden sizes are positive integers" in bad.stderr
