@@ -7,6 +7,7 @@ Entry points for scripts and the Snakemake workflow:
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import re
 import time
@@ -22,7 +23,7 @@ from flowrl.analysis.expected import (ExpectedStudy, infer_expected, load_expect
 from flowrl.analysis.normalise import Normalisation, load_normalisation
 from flowrl.analysis.palette import algo_order, build_palette
 from flowrl.analysis.references import load_references
-from flowrl.analysis.report import write_summary
+from flowrl.analysis.report import caveats, study_facts, write_summary
 from flowrl.analysis.runs import AnalysisError, RunRecord, load_runs
 from flowrl.analysis.scores import ScoreSet, build_score_set, final_scores
 from flowrl.analysis.tasks import GROUPS
@@ -120,11 +121,13 @@ def per_task_final_stats(final: pd.DataFrame, reps: int, seed: int, confidence: 
     for (task, algo), df in counted.groupby(["task", "algo"], sort=True):
         ret, score = df["return"].to_numpy(), df["score"].to_numpy()
         lo, hi = stats.bootstrap_mean_ci(ret[:, None], reps, seed, confidence)
+        t_lo, t_hi = stats.t_interval(ret, confidence)
         rows.append({"task": task, "group": df["group"].iloc[0], "algo": algo, "n_runs": len(df),
                      "seeds": " ".join(map(str, sorted(df["seed"]))), "final_step": int(df["target_step"].iloc[0]),
                      "return_mean": float(np.mean(ret)),
                      "return_std": float(np.std(ret, ddof=1)) if len(ret) > 1 else np.nan,
                      "return_ci_low": float(lo[0]), "return_ci_high": float(hi[0]),
+                     "return_t_low": float(t_lo), "return_t_high": float(t_hi),
                      "score_mean": float(np.mean(score)) if np.isfinite(score).all() else np.nan})
     return pd.DataFrame(rows)
 
@@ -270,7 +273,7 @@ def run_analysis(cfg: AnalysisConfig) -> AnalysisResult:
     if not final_stats.empty:
         per_task_md, per_task_tex = tables.per_task_table(final_stats, [a for a in algos if a in set(final_stats.algo)])
         files += tables.write_table(final_stats, per_task_md, tables_dir / "per_task_final",
-                                    "Final return per task: mean ± std over seeds, [95% bootstrap CI], n runs",
+                                    f"Final return per task: {tables.PER_TASK_CELL}",
                                     per_task_tex)
     if not aggregates.empty:
         agg_md, agg_tex = tables.aggregate_table(aggregates)
@@ -318,12 +321,15 @@ def run_analysis(cfg: AnalysisConfig) -> AnalysisResult:
 
     inputs = {"runs": ", ".join(map(str, cfg.runs)), "expect": cfg.expect or "none (inferred)",
               "references": ", ".join(map(str, cfg.references)) or "none",
-              "normalisation": norm.origin, "bootstrap": f"{cfg.reps} reps, seed {cfg.seed}, "
-                                                          f"{cfg.confidence:.0%} percentile CIs",
+              "normalisation": norm.origin,
+              "bootstrap": f"{cfg.reps} reps, seed {cfg.seed}, {cfg.confidence:.0%} percentile CIs "
+                           f"(flowrl.analysis.stats; {rliable_note()})",
               "probability-of-improvement algorithm": cfg.poi_algo,
               "curve grid": f"every {cfg.grid_step} steps" if cfg.grid_step else "coarsest evaluation interval",
               "alignment": "last evaluation at or before each grid step; never past a run's last evaluation"}
-    summary = write_summary(cfg.out / "summary.md", inputs=inputs,
+    facts = study_facts(state["records"], state["expected"], targets, final, score_sets, algos)
+    warnings_ = caveats(final_stats, aggregates, score_sets, state["records"], cfg.confidence)
+    summary = write_summary(cfg.out / "summary.md", study=facts, caveats=warnings_, inputs=inputs,
                             run_counts=_run_counts(state["records"], state["backups"], targets),
                             missing=state["missing"], normalisation=norm.table(tasks), aggregate_md=agg_md,
                             per_task_md=per_task_md, poi_md=poi_md, notes=notes, files=files, out=cfg.out)
@@ -364,13 +370,14 @@ def _figures(cfg, fig_dir, tidy, curves, aggregates, poi, score_sets, families, 
                                             fig_dir / f"fig4_ablation_{slug(base)}")
     if not families:
         notes.append("figures: no ablation figure (no algorithm named '<algo>-<variant>' next to '<algo>')")
-    files += figures.task_curves_figure(main_curves, tasks, main_display, palette, "All tasks", "ci",
+    files += figures.task_curves_figure(main_curves, tasks, main_display, palette, "All tasks", "t",
                                         fig_dir / "fig7_all_tasks")
     if not poi.empty:
         mine = poi[poi["algo_x"] == cfg.poi_algo]
         if not mine.empty:
             files += figures.poi_figure(mine, palette, f"Probability of improvement of {cfg.poi_algo} (all tasks, "
-                                        "95% CI)", fig_dir / f"probability_of_improvement_{slug(cfg.poi_algo)}")
+                                        "95% CI)", fig_dir / f"probability_of_improvement_{slug(cfg.poi_algo)}",
+                                        order=display)
         files += figures.poi_matrix_figure(poi, display, "P(X > Y), all tasks", fig_dir / "probability_of_improvement_matrix")
     main = score_sets.get(ALL_TASKS)
     if main is not None:
@@ -386,15 +393,37 @@ def _figures(cfg, fig_dir, tidy, curves, aggregates, poi, score_sets, families, 
     return files
 
 
+def distribution_version(name: str) -> str | None:
+    """Installed version of a distribution from its metadata (rliable has no __version__); None if absent."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def rliable_note() -> str:
+    version = distribution_version("rliable")
+    return (f"checked against rliable {version} (installed here) by tests/test_stats.py"
+            if version else "rliable is not installed; the tests check these statistics against hand-computed "
+                            "cases only")
+
+
 def _write_marker(cfg: AnalysisConfig, files: list[Path], elapsed: float | None = None) -> None:
-    import rliable
+    import scipy
 
     info = {"tool": "flowrl.analysis", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "elapsed_s": round(elapsed, 2) if elapsed is not None else None,
             "config": {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
                        for k, v in dataclasses.asdict(cfg).items()},
-            "versions": {"numpy": np.__version__, "pandas": pd.__version__,
-                         "rliable": getattr(rliable, "__version__", "unknown")},
+            "statistics": {"implementation": "flowrl.analysis.stats (NumPy/SciPy; rliable's metrics and "
+                                             "stratified bootstrap)",
+                           "bootstrap_reps": cfg.reps, "bootstrap_seed": cfg.seed, "confidence": cfg.confidence,
+                           "interval": "percentile", "per_task_mean_interval": "Student t (table, Fig. 7); "
+                                                                              "percentile bootstrap in the CSVs",
+                           "rliable_reference": rliable_note()},
+            "versions": {"flowrl-bench": distribution_version("flowrl-bench"), "numpy": np.__version__,
+                         "pandas": pd.__version__, "scipy": scipy.__version__,
+                         "rliable": distribution_version("rliable")},
             "outputs": sorted(str(p.relative_to(cfg.out)) for p in files)}
     (cfg.out / MARKER).write_text(json.dumps(info, indent=2))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ class RunRecord:
     seed: int | None = None
     steps: int | None = None  # configured budget
     eval_every: int | None = None
+    eval_episodes: int | None = None  # configured episodes per evaluation
+    hardware: str | None = None  # from manifest.json (hardware_of); None without a readable manifest
     finished: bool = False  # DONE marker present
     evals: pd.DataFrame | None = None  # step, return, return_std, success, episodes, wall_time
     problem: str | None = None  # why this run cannot be used (None: usable)
@@ -91,10 +94,12 @@ def read_run(run_dir: Path) -> RunRecord:
     try:
         rec.seed, rec.steps = int(cfg["seed"]), int(cfg["steps"])
         rec.eval_every = int(cfg["eval_every"]) if cfg.get("eval_every") else None
+        rec.eval_episodes = int(cfg["eval_episodes"]) if cfg.get("eval_episodes") else None
     except (TypeError, ValueError):
         rec.problem = f"config.yaml: seed/steps/eval_every are not integers ({cfg.get('seed')!r}, {cfg.get('steps')!r})"
         return rec
     rec.finished = (run_dir / "DONE").exists()
+    rec.hardware = read_hardware(run_dir / "manifest.json")
     eval_path = run_dir / "eval.csv"
     if not eval_path.exists():
         rec.problem = "no eval.csv yet (the run has not evaluated once)"
@@ -107,6 +112,36 @@ def read_run(run_dir: Path) -> RunRecord:
     if rec.evals.empty:
         rec.problem = "eval.csv has no rows yet"
     return rec
+
+
+def hardware_of(manifest: dict) -> str | None:
+    """'cuda: NVIDIA H200 (host gpu01)' or 'cpu: 16 CPUs, 1 torch thread (host node3)' from a run's manifest.
+
+    Hosts are those of every training session (a resumed run may have moved), in order of first use."""
+    device = manifest.get("device")
+    if not device:
+        return None
+    device = str(device).split(":")[0]
+    if device == "cuda" and manifest.get("gpu"):
+        what = f"cuda: {manifest['gpu']}"
+    else:
+        parts = [f"{manifest['cpu_count']} CPUs" if manifest.get("cpu_count") else None,
+                 (f"{manifest['torch_threads']} torch thread{'s' if manifest['torch_threads'] != 1 else ''}"
+                  if manifest.get("torch_threads") else None)]
+        what = f"{device}: " + ", ".join(p for p in parts if p) if any(parts) else device
+    sessions = manifest.get("sessions") if isinstance(manifest.get("sessions"), list) else []
+    hosts = list(dict.fromkeys([h for h in [manifest.get("host")] + [s.get("host") for s in sessions
+                                                                     if isinstance(s, dict)] if h]))
+    return what + (f" (host{'s' if len(hosts) > 1 else ''} {', '.join(map(str, hosts))})" if hosts else "")
+
+
+def read_hardware(path: Path) -> str | None:
+    """hardware_of the manifest at `path`; None when it is missing or unreadable (the run is still usable)."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return hardware_of(manifest) if isinstance(manifest, dict) else None
 
 
 def load_runs(roots: list[Path]) -> tuple[list[RunRecord], list[Path]]:
