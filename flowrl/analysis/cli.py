@@ -7,6 +7,7 @@ import time
 
 from flowrl.analysis.normalise import NormalisationError
 from flowrl.analysis.runs import AnalysisError
+from flowrl.analysis.stats import DEFAULT_REPS
 
 EPILOG = """examples:
   python -m flowrl.analysis --runs runs/ --out results/main
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, metavar="DIR",
                    help="directories searched recursively for run directories (those holding config.yaml)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, empty, or a previous output)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
+    p.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"bootstrap replications (default {DEFAULT_REPS})")
     p.add_argument("--seed", type=int, default=0, help="seed of every bootstrap (default 0)")
     p.add_argument("--expect", metavar="FILE", help="YAML/JSON with algos, tasks, seeds, steps of the intended study")
     p.add_argument("--references", nargs="+", default=[], metavar="PATH",

@@ -38,7 +38,7 @@ ALL_TASKS = "all tasks"
 class AnalysisConfig:
     runs: list[Path]
     out: Path
-    reps: int = 2000  # bootstrap replications
+    reps: int = stats.DEFAULT_REPS  # bootstrap replications
     seed: int = 0  # seeds every bootstrap
     expect: Path | None = None
     references: list[Path] = dataclasses.field(default_factory=list)
@@ -58,7 +58,8 @@ class AnalysisConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)))
         if self.reps < 10:
-            raise AnalysisError(f"--reps must be at least 10 (got {self.reps}); 2000 or more for reported CIs")
+            raise AnalysisError(f"--reps must be at least 10 (got {self.reps}); {stats.DEFAULT_REPS} or more for "
+                                "reported CIs")
         if not 0 < self.confidence < 1:
             raise AnalysisError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.grid_step is not None and self.grid_step <= 0:

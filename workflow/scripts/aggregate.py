@@ -75,9 +75,9 @@ def main(argv=None) -> int:
         print(f"aggregate.py: no runs under {args.runs} yet; train some first (snakemake runs)", file=sys.stderr)
         return 1
     analysis = study["analysis"]
-    cmd = [sys.executable, "-m", "flowrl.analysis", "--runs", str(view), "--out", str(out),
-           "--reps", str(analysis["reps"]), "--seed", str(analysis["seed"]), "--expect", str(expect),
-           *analysis.get("extra_args", [])]
+    reps = ["--reps", str(analysis["reps"])] if "reps" in analysis else []  # else the analysis's one default
+    cmd = [sys.executable, "-m", "flowrl.analysis", "--runs", str(view), "--out", str(out), *reps,
+           "--seed", str(analysis["seed"]), "--expect", str(expect), *analysis.get("extra_args", [])]
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 

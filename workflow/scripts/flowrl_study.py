@@ -31,7 +31,8 @@ DEFAULTS = {
     "resources": {"gpu": 0, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
     "suite_resources": {},
     "software": {"activate": "", "hb_activate": ""},
-    "analysis": {"reps": 2000, "seed": 0, "extra_args": []},
+    # no reps: unless a study sets them, python -m flowrl.analysis uses its own default (stats.DEFAULT_REPS)
+    "analysis": {"seed": 0, "extra_args": []},
 }
 
 # Settings the workflow sets itself for every run; a study may not override them.
