@@ -404,12 +404,17 @@ def main():
     ap.add_argument("--official-compile", choices=["auto", "off"], default="auto",
                     help="auto: the official-style update compiled as its code does (torch.compile max-autotune on "
                     "CUDA; minutes of compilation), plus an eager one on CUDA; off: eager only (a quick first look)")
+    ap.add_argument("--head-to-head-only", action="store_true", help="only the one-process head to head of FlowRL "
+                    "and the official-style update (e.g. against the compiled official-style update, which compiles "
+                    "once here instead of once per figure)")
     ap.add_argument("--hidden", type=int, nargs="+", metavar="H", help="instead of the figures above: FlowRL against "
                     "the official-style update at these hidden sizes (e.g. 64 128 256 512), float32, one process, "
                     "alternating --rounds of --round-updates updates, as a grid with ratios")
     ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
                     "(its torch.compile max-autotune takes minutes on a GPU)")
     args = ap.parse_args()
+    if args.head_to_head_only and "flowrl" not in args.algos:
+        ap.error("--head-to-head-only compares FlowRL with the official-style update: keep flowrl in --algos")
     if args.hidden and min(args.hidden) < 1:
         ap.error(f"--hidden {args.hidden}: hidden sizes are positive integers, e.g. --hidden 64 128 256 512")
     simulator = not args.shapes and not args.hidden
@@ -438,9 +443,10 @@ def main():
             else:
                 print_hidden_grid(grid, args.rounds, args.round_updates, args.batch_size)
             continue
-        print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")
+        if not args.head_to_head_only:
+            print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")
         flow_ups = flow_e2e = None  # FlowRL's own figures, for the ratios below (None when it failed)
-        for algo in args.algos:
+        for algo in [] if args.head_to_head_only else args.algos:
             u = isolated(measure_updates, algo, args.task, dev, args.updates, args.batch_size, 1, args.amp)
             e = {} if args.skip_e2e else isolated(measure_end_to_end, algo, args.task, dev, args.e2e_steps, args.batch_size)
             if "error" in u or "error" in e:
@@ -455,7 +461,7 @@ def main():
             label = "official-style FlowRL" if compiled is None or dev == "cpu" else "official-style, eager"
             official = [(label, compiled)] + ([("official-style, eager", False)]
                                               if dev == "cuda" and compiled is None else [])
-            for name, compile_ in official:
+            for name, compile_ in [] if args.head_to_head_only else official:
                 off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
                                timeout=args.official_timeout)
                 if "error" in off:
@@ -481,6 +487,8 @@ def main():
                 for name, ups in h2h["ups"].items():
                     ratios = ", ".join(f"{r:.2f}x {o}" for o, r in h2h["ratio"][name].items())
                     print(f"  {name:24} {ups:>8.1f} updates/s   {ratios}")
+            if args.head_to_head_only:
+                continue
             floor = isolated(measure_matmul_floor, args.task, dev, args.batch_size)
             if "error" in floor:
                 print(f"matmul floor: error: {floor['error']}")

@@ -76,3 +76,15 @@ def test_bench_speed_hidden_size_grid():
 
     bad = subprocess.run(cmd[:6] + ["--hidden", "0"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "--hidden [0]: hidden sizes are positive integers" in bad.stderr
+
+
+def test_bench_speed_head_to_head_only():
+    """--head-to-head-only prints the one-process comparison and no other figure (scripts/gpu-check.sh uses it)."""
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
+           "flowrl", "--head-to-head-only", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "error" not in out and re.search(r"^  flowrl +[0-9.]+ updates/s +[0-9.]+x official-style", out, re.M), out
+    for other in ("updates/s  e2e", "agent ", "matmul work", "seeds batched", "separate process"):
+        assert other not in out, (other, out)
