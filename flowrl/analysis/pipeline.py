@@ -328,8 +328,8 @@ def run_analysis(cfg: AnalysisConfig) -> AnalysisResult:
               "probability-of-improvement algorithm": cfg.poi_algo,
               "curve grid": f"every {cfg.grid_step} steps" if cfg.grid_step else "coarsest evaluation interval",
               "alignment": "last evaluation at or before each grid step; never past a run's last evaluation"}
-    facts = study_facts(state["records"], state["expected"], targets, final, score_sets, algos)
-    warnings_ = caveats(final_stats, aggregates, score_sets, state["records"], cfg.confidence)
+    facts = study_facts(state["records"], state["expected"], targets, algos)
+    warnings_ = caveats(final_stats, aggregates, state["records"], cfg.confidence)
     summary = write_summary(cfg.out / "summary.md", study=facts, caveats=warnings_, inputs=inputs,
                             run_counts=_run_counts(state["records"], state["backups"], targets),
                             missing=state["missing"], normalisation=norm.table(tasks), aggregate_md=agg_md,

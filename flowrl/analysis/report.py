@@ -33,8 +33,7 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-def study_facts(records, expected, targets: dict[str, int], final: pd.DataFrame, score_sets: dict,
-                algos: list[str]) -> dict[str, str]:
+def study_facts(records, expected, targets: dict[str, int], algos: list[str]) -> dict[str, str]:
     """What a reader needs to judge the numbers: budget, seeds, tasks, algorithms, evaluation, hardware, time."""
     usable = [r for r in records if r.algo is not None and r.problem is None]
     source = "inferred from the runs found" if expected.inferred else "from the expect file"
@@ -88,8 +87,7 @@ def study_facts(records, expected, targets: dict[str, int], final: pd.DataFrame,
     return facts
 
 
-def caveats(final_stats: pd.DataFrame, aggregates: pd.DataFrame, score_sets: dict, records,
-            confidence: float) -> list[str]:
+def caveats(final_stats: pd.DataFrame, aggregates: pd.DataFrame, records, confidence: float) -> list[str]:
     """Limits of this study's statistics a reviewer would raise, stated with this study's numbers."""
     out = []
     level, tail = f"{confidence:.0%}", (1 - confidence) / 2
