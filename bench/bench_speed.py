@@ -190,6 +190,33 @@ def _alternating_rounds(steps, rounds, per_round, device):
     return rates
 
 
+def measure_plain_head_to_head(algo, task, device_name, rounds, per_round, batch_size):
+    """The project's `algo` (SAC or TD3, default size) against the same agent updated without the project's speed
+    settings (bench/plain_baselines.py), in ONE process, alternating rounds: median updates/s of each and the median
+    per-round ratio ours/plain."""
+    import statistics
+
+    import torch
+
+    from flowrl.agents.registry import get_agent_class
+    from flowrl.config import build_dataclass
+    from plain_baselines import PLAIN
+
+    device = torch.device(device_name)
+    spec = _spec(task)
+    cls = get_agent_class(algo)
+    buffer = _filled_buffer(spec, device, getattr(cls, "replay_recent_fraction", 0.0))
+    steps = {}
+    for name, make in ((algo, cls), (f"{algo}, plain eager", PLAIN[algo])):
+        torch.manual_seed(0)
+        agent = make(spec, build_dataclass(cls.Config, {}, "agent"), device)
+        steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
+    rates = _alternating_rounds(steps, rounds, per_round, device)
+    ours, plain = rates
+    return {"ups": {k: statistics.median(v) for k, v in rates.items()},
+            "ratio": statistics.median(a / b for a, b in zip(rates[ours], rates[plain]))}
+
+
 def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_size, compile_official=None):
     """FlowRL against the official-style update at each hidden size in `hiddens`, float32 (amp off on both), in
     ONE process: every round runs `per_round` updates of every contender of every size in turn. On CPUs with
@@ -456,6 +483,16 @@ def main():
                   f"{max(u['peak_mib'], e.get('peak_mib', 0)):>9.0f}")
             if algo == "flowrl":
                 flow_ups, flow_e2e = u["updates_per_s"], e.get("steps_per_s")
+        for algo in [a for a in args.algos if a in ("sac", "td3") and not args.head_to_head_only]:
+            plain = isolated(measure_plain_head_to_head, algo, args.task, dev, args.rounds, args.round_updates,
+                             args.batch_size)
+            if "error" in plain:
+                print(f"{algo} against its plain eager version: error: {plain['error']}")
+                continue
+            (ours, ups), (_, plain_ups) = plain["ups"].items()
+            print(f"{algo} against its plain eager version (bench/plain_baselines.py; one process, {args.rounds} "
+                  f"alternating rounds of {args.round_updates}): {ups:.1f} vs {plain_ups:.1f} updates/s, "
+                  f"{plain['ratio']:.2f}x")
         if "flowrl" in args.algos:
             compiled = None if args.official_compile == "auto" else False
             label = "official-style FlowRL" if compiled is None or dev == "cpu" else "official-style, eager"

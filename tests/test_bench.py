@@ -88,3 +88,50 @@ def test_bench_speed_head_to_head_only():
     assert "error" not in out and re.search(r"^  flowrl +[0-9.]+ updates/s +[0-9.]+x official-style", out, re.M), out
     for other in ("updates/s  e2e", "agent ", "matmul work", "seeds batched", "separate process"):
         assert other not in out, (other, out)
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_plain_contenders_compute_the_same_updates(algo):
+    """bench/plain_baselines.py's SAC and TD3 differ from ours in speed settings only: from the same seed and batches
+    they give the same losses and parameters (up to the rounding of a different Adam implementation)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from plain_baselines import PLAIN
+
+    from flowrl.agents.base import Batch, EnvSpec
+    from flowrl.agents.registry import get_agent_class
+
+    spec = EnvSpec(4, 2, -np.ones(2, np.float32), 2 * np.ones(2, np.float32))
+    cls = get_agent_class(algo)
+    cfg = cls.Config(hidden_dim=16)
+    torch.manual_seed(0)
+    ours = cls(spec, cfg)
+    torch.manual_seed(0)
+    plain = PLAIN[algo](spec, cfg)
+    g = torch.Generator().manual_seed(1)
+    for step in range(6):
+        b = Batch(torch.randn(8, 4, generator=g), torch.rand(8, 2, generator=g) * 3 - 1, torch.randn(8, 1, generator=g),
+                  torch.randn(8, 4, generator=g), torch.ones(8, 1))
+        torch.manual_seed(100 + step)  # both draw their noise from the global generator, in the same order
+        m1 = ours.update(b, step)
+        torch.manual_seed(100 + step)
+        m2 = plain.update(b, step)
+        assert set(m1) == set(m2), step
+        for k in m1:
+            assert abs(float(m1[k]) - m2[k]) < 1e-5 * (1 + abs(m2[k])), (step, k)
+    for (name, p), q in zip(ours.state_dict().items(), plain.state_dict().values()):
+        if isinstance(p, dict) and "state" not in p:  # networks (optimiser states differ in layout)
+            assert all(torch.allclose(p[k], q[k], atol=1e-6) for k in p), name
+
+
+def test_bench_speed_sac_td3_against_plain_versions():
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
+           "sac", "td3", "--updates", "2", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "error" not in proc.stdout, proc.stdout
+    for algo in ("sac", "td3"):
+        assert re.search(rf"^{algo} against its plain eager version .*: [0-9.]+ vs [0-9.]+ updates/s, [0-9.]+x$",
+                         proc.stdout, re.M), proc.stdout
