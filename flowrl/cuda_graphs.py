@@ -72,7 +72,8 @@ def eager_capture(run: Callable[[], torch.Tensor]):
     return replay, lambda: box["flat"]
 
 
-def training_state(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+def training_state(modules: dict[str, nn.Module],
+                   optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
     """Every tensor a training step may change, by name: parameters and buffers of `modules`, and the state of
     `optimizers` (named by parameter group and position, as Optimizer.state_dict numbers them)."""
     out = {f"{name}.{k}": t for name, m in modules.items() for k, t in m.state_dict(keep_vars=True).items()}
@@ -135,8 +136,8 @@ def compare_steps(before: dict, graph_state: dict, eager_state: dict, graph_metr
                 continue
             if kind == "state":  # the difference of the two updates relative to the larger update
                 s = before[name].detach().double()
-                rel = _ratio(float(torch.linalg.vector_norm(d)),
-                             max(float(torch.linalg.vector_norm(g.double() - s)), float(torch.linalg.vector_norm(e.double() - s))))
+                update_norm = max(float(torch.linalg.vector_norm(x.double() - s)) for x in (g, e))
+                rel = _ratio(float(torch.linalg.vector_norm(d)), update_norm)
             else:  # metrics are losses and values, O(1) and up: relative to max(|value|, 1)
                 rel = _ratio(float(d.max()), max(float(g.abs().max()), float(e.abs().max()), 1.0))
             out[f"max_abs_{kind}_diff"] = max(out[f"max_abs_{kind}_diff"], float(d.max()))
@@ -196,8 +197,8 @@ class GraphedStep:
     def _fall_back(self, reason: str, key, inputs) -> dict[str, torch.Tensor]:
         self.off_reason = reason
         self.graphs = {}
-        warnings.warn(f"{self.name}: CUDA graphs off, {reason}; continuing with eager steps (set agent.cuda_graphs=false "
-                      "to skip the attempt)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{self.name}: CUDA graphs off, {reason}; continuing with eager steps "
+                      "(set agent.cuda_graphs=false to skip the attempt)", RuntimeWarning, stacklevel=3)
         return self.step(key, *inputs)
 
     def _warmup(self, key, inputs):
@@ -236,6 +237,8 @@ class GraphedStep:
             before = {k: v.detach().clone() for k, v in self.state().items()}
         try:
             graph_metrics = self._replay(key, inputs)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # a replay's asynchronous errors surface here, not later
             with torch.no_grad():
                 graph_state = {k: v.detach().clone() for k, v in self.state().items()}
         except RuntimeError as exc:
@@ -251,7 +254,8 @@ class GraphedStep:
         self.checks[str(key)] = {**{k: _finite_or_str(v) if isinstance(v, float) else v for k, v in diffs.items()},
                                  "passed": passed, "checks": checks}
         if not passed:
-            where = diffs["worst_state"] if diffs["max_rel_state_diff"] >= diffs["max_rel_metric_diff"] else diffs["worst_metric"]
+            in_state = diffs["max_rel_state_diff"] >= diffs["max_rel_metric_diff"]
+            where = diffs["worst_state"] if in_state else diffs["worst_metric"]
             self.off_reason = (f"graphed and eager {self.name} differ by {worst:.3g} (relative, in {where}; "
                                f"tolerance {self.rtol:g})")
             self.graphs = {}

@@ -46,8 +46,9 @@ def test_sections_and_failures_are_reported(tmp_path):
     assert "- torch 0, CUDA 0, Stand-in GPU" in text
     titles = re.findall(r"^## (.*)$", text, re.M)
     assert [t.split(",")[0].split(":")[0] for t in titles] == [
-        "CUDA tests", "Bench at dog-run shapes", "Head to head against the compiled official-style update (torch.compile "
-        "max-autotune)", "Training", "Training", "Summary"], titles
+        "CUDA tests", "Bench at dog-run shapes",
+        "Head to head against the compiled official-style update (torch.compile max-autotune)",
+        "Training", "Training", "Summary"], titles
     assert "ran: bench/bench_speed.py --device cuda --shapes 223x38 --seeds 8" in text
     assert "agent.cuda_graphs=true" in text and "agent.cuda_graphs=false" in text
     assert "**failed** (exit status 3)" in text and "**reported errors**" in text

@@ -110,7 +110,8 @@ def test_a_graph_that_changes_a_parameter_is_dropped_and_recorded():
     counter = {}
     plain, graphed = make_agent(6), make_agent(6)
     graphed._graphs = graphed.graphed_updates(capture=perturbing_capture(graphed, counter))
-    with pytest.warns(RuntimeWarning, match=r"CUDA graphs off, graphed and eager FlowRL update differ by .* in policy\."):
+    differ = r"CUDA graphs off, graphed and eager FlowRL update differ by .* in policy\."
+    with pytest.warns(RuntimeWarning, match=differ):
         assert_same_run(plain, graphed)  # the check step continues from the eager update: nothing of the graph stays
     assert counter["replays"] == 1  # the check's replay only; every later update ran eagerly
     report = graphed.execution_report()
