@@ -5,6 +5,7 @@
 #   snakemake --cores 32 --profile slurm --configfile config/paper.yaml   # on SLURM (fill in slurm/profile.yaml)
 #   snakemake figures                                          # tables and figures from the runs there are
 #   snakemake --report report.html                             # HTML report of the study's tables and figures
+#   snakemake --configfile config/paper.yaml --config plan=true   # jobs, env steps, device-hours; runs nothing
 #
 # See docs/workflow.md.
 
@@ -18,5 +19,5 @@ include: "workflow/rules/aggregate.smk"
 
 rule all:
     input:
-        rules.aggregate.output,
+        [] if PLAN else rules.aggregate.output,
     default_target: True

@@ -30,6 +30,8 @@ def load_study_config():
 
 
 os.environ.setdefault("MUJOCO_GL", "disable")  # checking dmc: task names imports dm_control; nothing renders
+# --config plan=true: print the study's compute plan (flowrl-plan) and run nothing. Not a study key.
+PLAN = str(config.pop("plan", False)).lower() in ("true", "1", "yes")
 _study_config = load_study_config()
 config.clear()
 config.update(_study_config)
@@ -40,6 +42,15 @@ except flowrl_study.StudyError as exc:
     raise WorkflowError(str(exc)) from None
 
 S = STUDY.name
+if PLAN and workflow.is_main_process:
+    from flowrl.plan import plan_text
+
+    try:
+        cores = workflow.resource_settings.cores  # --cores N
+        print(plan_text(STUDY, cores=cores if isinstance(cores, int) else None,
+                        label="snakemake --config plan=true; nothing runs"))
+    except ValueError as exc:
+        raise WorkflowError(f"plan: {exc}") from None
 RUNS = f"runs/{S}"
 RESULTS = f"results/{S}"
 
