@@ -22,6 +22,10 @@ class RunConfig:
     updates_per_step: int = 1
     replay_recent_fraction: float | None = None  # None: the agent's default (FlowRL 0.2, baselines 0.0)
     replay_recent_window: int = 2048
+    # How a batch splits into its uniform and recent parts: "official", floor(B * (1 - fraction)) uniform (204 + 52
+    # at B=256, the official code's int(B * 0.8)); "round", round(B * fraction) recent (205 + 51), what runs written
+    # before this key did (LEGACY_VALUES: they resume with it).
+    replay_split: Literal["official", "round"] = "official"
     eval_every: int = 10_000
     eval_episodes: int = 5
     eval_envs: int = 1  # evaluation episodes played at once (1: one after another); see docs/speed.md
@@ -203,12 +207,70 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 def with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run config as this code reads it: keys added since it was written take their defaults (a key is
-    only ever added with a default that keeps the earlier behaviour, so the run resumes as it was). A config this
-    code cannot read is returned as it is (its differences are then reported key by key)."""
+    only ever added with a default that keeps the earlier behaviour, so the run resumes as it was), or, for the
+    keys whose default changed the behaviour, their LEGACY_VALUES. A config this code cannot read is returned as
+    it is (its differences are then reported key by key)."""
     try:
-        return config_to_dict(resolve_config(saved))
+        return config_to_dict(resolve_config(with_legacy_values(saved)))
     except (ValueError, TypeError, KeyError):
         return saved
+
+
+# Keys added with a default that is not what runs written before them did (the default is the official code's
+# behaviour). A saved config that lacks such a key was trained with the value here, so it is read with it and its
+# run resumes as it was, while new runs get the default. "agent.<key>" applies where the run's agent has the key.
+LEGACY_VALUES: dict[str, Any] = {
+    "replay_split": "round",  # runs took round(B * fraction) recent indices (205 + 51 at B=256)
+    "agent.act_precision": "amp",  # FlowRL acted and evaluated under its update autocast (bf16 on CUDA)
+}
+
+
+def _agent_defaults(algo: Any) -> dict[str, Any]:
+    from flowrl.agents.registry import get_agent_class
+
+    try:
+        cls = get_agent_class(algo).Config
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the LEGACY_VALUES of the keys it lacks (a copy; anything but a mapping is returned as it is)."""
+    if not isinstance(saved, dict):
+        return saved
+    out = dict(saved)
+    agent_fields = _agent_defaults(out.get("algo", RunConfig.algo))
+    for key, value in LEGACY_VALUES.items():
+        head, _, rest = key.partition(".")
+        if not rest:
+            out.setdefault(key, value)
+        elif rest in agent_fields and isinstance(out.get("agent") or {}, dict) and rest not in (out.get("agent") or {}):
+            out["agent"] = {**(out.get("agent") or {}), rest: value}
+    return out
+
+
+def resume_config(saved: Any, cfg: RunConfig) -> RunConfig:
+    """The config that resumes the run saved as `saved`: `cfg`, except that a LEGACY_VALUES key the saved config
+    lacks takes its legacy value where `cfg` holds the key's default (so the same command resumes an old run with
+    the behaviour it was trained with; a run given another value explicitly is refused by the usual diff)."""
+    if not isinstance(saved, dict):
+        return cfg
+    run_defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    agent_defaults = _agent_defaults(cfg.algo)
+    run_changes: dict[str, Any] = {}
+    agent_changes: dict[str, Any] = {}
+    for key, value in LEGACY_VALUES.items():
+        head, _, rest = key.partition(".")
+        if not rest:
+            if key not in saved and getattr(cfg, key) == run_defaults[key]:
+                run_changes[key] = value
+        elif (rest in agent_defaults and dataclasses.is_dataclass(cfg.agent)
+              and rest not in (saved.get("agent") or {}) and getattr(cfg.agent, rest) == agent_defaults[rest]):
+            agent_changes[rest] = value
+    if agent_changes:
+        run_changes["agent"] = dataclasses.replace(cfg.agent, **agent_changes)
+    return dataclasses.replace(cfg, **run_changes) if run_changes else cfg
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], ignore=RESUME_SAFE_KEYS) -> list[str]:

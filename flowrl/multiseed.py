@@ -73,9 +73,10 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
     active = [s for s in sessions if not s.finished_before]
     # Runs that stopped at different steps (e.g. some finished or were added later) train in lockstep groups of
     # equal steps, one group after another. After a signal the groups not yet trained stay as they were.
-    groups: dict[int, list[RunSession]] = {}
+    groups: dict[tuple[int, str], list[RunSession]] = {}
     for s in active:
-        groups.setdefault(s.runner.step, []).append(s)
+        # Runs resumed with another agent setting (an old run's LEGACY_VALUES, flowrl/config.py) train apart.
+        groups.setdefault((s.runner.step, repr(s.cfg.agent)), []).append(s)
     try:
         with _StopFlag() as stop:
             for n, step in enumerate(sorted(groups)):
@@ -115,7 +116,8 @@ def check_same_shapes(tasks: list[str]) -> None:
 def _train_lockstep(cfg: RunConfig, sessions: list[RunSession], stop: _StopFlag) -> list[RunResult]:
     runners = [s.runner for s in sessions]
     lead = runners[0]
-    agent = type(lead.agent).stack([r.agent.state_dict() for r in runners], lead.spec, cfg.agent, lead.device)
+    agent = type(lead.agent).stack([r.agent.state_dict() for r in runners], lead.spec, sessions[0].cfg.agent,
+                                   lead.device)  # the sessions' agent config: the same for all (grouped by it)
 
     def sync(i: int) -> None:  # runner i's own agent takes seed i's weights (for its checkpoint and final files)
         runners[i].agent.load_state_dict(agent.unstack(i))

@@ -25,7 +25,7 @@ import yaml
 from flowrl.agents.base import EnvSpec
 from flowrl.agents.registry import get_agent_class
 from flowrl.checkpoint import load_latest_checkpoint, save_checkpoint
-from flowrl.config import RunConfig, config_diff, config_to_dict, with_current_defaults
+from flowrl.config import RunConfig, config_diff, config_to_dict, resume_config, with_current_defaults
 from flowrl.logger import CSVLog, TensorBoard
 from flowrl.networks import onednn_linear_available
 from flowrl.provenance import manifest, now
@@ -74,7 +74,6 @@ _TRAIN_EPISODE, _EVAL_EPISODE, _EVAL_POLICY, _RANDOM_ACTIONS, _REPLAY = range(5)
 # ----------------------------------------------------------------------------------- run directory
 def prepare_run_dir(out: Path, cfg: RunConfig, force: bool) -> str:
     """Check the output directory; returns 'new', 'resume' or 'done'. Never deletes anything."""
-    cfg_dict = config_to_dict(cfg)
     if out.exists() and not out.is_dir():
         raise RunError(f"output path {out} exists and is not a directory; choose another --out")
     if (out / "DONE").exists() and force:
@@ -86,7 +85,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, force: bool) -> str:
     saved_path = out / "config.yaml"
     if saved_path.exists():
         saved = yaml.safe_load(saved_path.read_text())
-        diff = config_diff(with_current_defaults(saved), cfg_dict)
+        diff = config_diff(with_current_defaults(saved), config_to_dict(resume_config(saved, cfg)))
         if diff:
             raise RunError(
                 f"{out} holds a run with a different configuration; refusing to resume it with this one:\n"
@@ -246,7 +245,7 @@ class Runner:
         self.agent = get_agent_class(cfg.algo)(spec, cfg.agent, self.device)
         self.replay = ReplayBuffer(spec.obs_dim, spec.act_dim, min(cfg.replay_size, cfg.steps), self.device,
                                    recent_fraction=cfg.replay_recent_fraction, recent_window=cfg.replay_recent_window,
-                                   seed=derived_seed(cfg.seed, _REPLAY))
+                                   seed=derived_seed(cfg.seed, _REPLAY), split=cfg.replay_split)
         self.random_actions = np.random.default_rng(derived_seed(cfg.seed, _RANDOM_ACTIONS))
 
         # Counters and the episode in progress (all saved in checkpoints).
@@ -512,6 +511,8 @@ class RunSession:
             raise
 
     def _open(self, state: str) -> None:
+        if state == "resume":  # settings added since the run was written keep the behaviour it was trained with
+            self.cfg = resume_config(yaml.safe_load((self.out / "config.yaml").read_text()), self.cfg)
         cfg, out = self.cfg, self.out
         self.manifest_path = out / "manifest.json"
         self.info = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else manifest(resolve_device(cfg.device))

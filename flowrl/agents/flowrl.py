@@ -50,6 +50,10 @@ class FlowRLConfig:
     exploration_noise: float = 0.0  # code's epsilon: + clip(U[0,1) * 0.01 * eps, +-0.25), eps *= 0.8 every 1e5 acts
     eval_noise: Literal["sample", "zero"] = "sample"  # code evaluates from fresh noise; "zero" integrates from a_0 = 0
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast: "auto" = on CUDA only (code); "bf16" forces it, CPU too
+    act_precision: Literal["tf32", "float32", "amp"] = "tf32"  # acting and evaluation: float32, with TF32 matmuls on
+    # CUDA, as the official code acts (outside its autocast, after torch.set_float32_matmul_precision("high"));
+    # "float32": IEEE float32 matmuls; "amp": under the updates' autocast (bf16 where `amp` is on), what runs did
+    # before this key existed: their saved configs resume with it (flowrl/config.py LEGACY_VALUES)
     cuda_graphs: bool = True  # on CUDA, replay each update as a captured CUDA graph, checked against the eager update
     # first (eager again if they differ: flowrl/cuda_graphs.py); no effect on CPU
     graph_warmup: int = 3  # eager updates per graph before it is captured (lazy init of optimiser state, cuBLAS)
@@ -81,6 +85,7 @@ class FlowRLConfig:
             ("lambda_placement", ("clamp", "multiplier")),
             ("eval_noise", ("sample", "zero")),
             ("amp", ("auto", "off", "bf16")),
+            ("act_precision", ("tf32", "float32", "amp")),
             ("cpu_matmul", CPU_MATMULS),
         ]:
             if getattr(self, key) not in allowed:
@@ -225,6 +230,24 @@ class FlowRL(Agent):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
+    @contextlib.contextmanager
+    def _act_precision(self):
+        """Acting and evaluation in `config.act_precision`. On CUDA the float32 matmul precision is set for the call
+        and restored after; on CPUs it is left alone (there "high" may let oneDNN multiply in reduced precision)."""
+        if self.config.act_precision == "amp":
+            with self._autocast():
+                yield
+            return
+        if self.device.type != "cuda":
+            yield
+            return
+        precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high" if self.config.act_precision == "tf32" else "highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(precision)
+
     def flow_noise(self, batch_size: int, generators=None) -> torch.Tensor:
         """a_0 ~ clip(N(0, I), -noise_clip, noise_clip) per member: (n, B, act_dim)."""
         a0 = self._draw(torch.randn, (batch_size, self.spec.act_dim), generators or self.generators)
@@ -249,7 +272,7 @@ class FlowRL(Agent):
             a0 = self._masked_eval_noise(torch.as_tensor(members, dtype=torch.bool), b)
         else:
             a0 = self.flow_noise(b, self.eval_generators if deterministic else self.generators)
-        with self._autocast():
+        with self._act_precision():
             action = self.sample(obs, a0).float()
         if not deterministic and self.config.exploration_noise > 0:
             self.act_calls += 1
