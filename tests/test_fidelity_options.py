@@ -1,5 +1,5 @@
 """Where this implementation was brought to the official code's behaviour (docs/paper-vs-code.md): the replay
-batch split, acting precision; and runs written before those options resume as they
+batch split, acting precision, the 'solved' success key; and runs written before those options resume as they
 were trained (flowrl/config.py LEGACY_VALUES)."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from flowrl.agents.base import EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig
 from flowrl.cli import main as cli_main
 from flowrl.config import LEGACY_VALUES, resolve_config, resume_config, with_current_defaults
+from flowrl.envs.common import success_value
 from flowrl.replay import ReplayBuffer
 
 
@@ -63,6 +64,38 @@ def test_acting_is_float32_by_default_even_when_updates_run_in_bf16():
     assert not torch.equal(legacy, plain) and torch.allclose(legacy, plain, atol=0.05)  # bf16 acting, as before
     with pytest.raises(ValueError, match="act_precision='bf16'"):
         FlowRLConfig(act_precision="bf16")
+
+
+# ------------------------------------------------------------------------------------------ success
+def test_solved_is_read_first_as_the_official_evaluation_does():
+    assert success_value({"solved": True}) == 1.0
+    assert success_value({"solved": 0, "success": 1}) == 0.0  # official: 'solved' before 'success'
+    assert success_value({"success": np.array([1.0])}) == 1.0 and success_value({"is_success": False}) == 0.0
+    assert success_value({"discount": 1.0}) is None
+
+
+def test_a_gym_task_reporting_solved_has_success():
+    import gymnasium
+
+    from flowrl.envs.gym import GymEnv
+
+    class Reach(gymnasium.Env):  # MyoSuite-style: info['solved'] only
+        observation_space = gymnasium.spaces.Box(-9, 9, (2,))
+        action_space = gymnasium.spaces.Box(-1, 1, (2,))
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.pos = np.ones(2)
+            return self.pos.copy(), {}
+
+        def step(self, action):
+            self.pos = self.pos + action
+            return self.pos.copy(), 0.0, False, False, {"solved": bool(np.all(np.abs(self.pos) < 0.5))}
+
+    env = GymEnv("Reach", env=Reach())
+    assert env.has_success
+    env.reset(0)
+    assert env.step(np.array([-1.0, -1.0])).info["success"] == 1.0
 
 
 # ------------------------------------------------------------------------------------------ old runs resume

@@ -17,8 +17,9 @@ def check_seed(seed: int) -> int:
 
 
 def success_value(info: dict[str, Any]) -> float | None:
-    """The task's success signal from a step's info (`success` or gymnasium-robotics' `is_success`)."""
-    for key in ("success", "is_success"):
+    """The task's success signal from a step's info: `solved` (MyoSuite's key; read first, as the official FlowRL
+    evaluation reads it before `success`), `success` (HumanoidBench) or gymnasium-robotics' `is_success`."""
+    for key in ("solved", "success", "is_success"):
         if key in info and info[key] is not None:
             return float(np.asarray(info[key], dtype=np.float64).reshape(-1)[0])
     return None

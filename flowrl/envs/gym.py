@@ -4,7 +4,8 @@
 - Actions: must be a bounded Box; clipped to its bounds.
 - terminated / truncated come from gymnasium unchanged (truncated is its TimeLimit, the id's
   max_episode_steps).
-- Success: info['success'] or info['is_success'] where the task reports one, always as info['success'];
+- Success: info['solved'], info['success'] or info['is_success'] where the task reports one (in that order, as
+  the official FlowRL evaluation prefers 'solved'), always as info['success'];
   has_success says whether it does (checked with one step when the adapter is built).
 - reset(seed) is env.reset(seed=seed), which re-seeds the env's generator. For envs that also draw from
   numpy's *global* RNG (HumanoidBench does), isolate_global_rng=True gives each episode its own global-RNG

@@ -9,8 +9,9 @@ HumanoidBench is gymnasium-based, so this is the gymnasium adapter plus three th
   adapter isolates it (GymEnv's isolate_global_rng): reset(seed) stays a pure function of the seed
   and the caller's global RNG is left untouched.
 Success: info['success'] where the task reports it (basketball, bookshelf_*, cabinet, kitchen,
-package, push, truck); the other tasks define success as an episode return above the task's
-`success_bar`, exposed as the `success_bar` attribute.
+package, push, truck), or info['solved'] for a task that reports that (the official FlowRL evaluation reads
+'solved' first; see flowrl.envs.common.success_value); the other tasks define success as an episode return
+above the task's `success_bar`, exposed as the `success_bar` attribute.
 """
 from __future__ import annotations
 
