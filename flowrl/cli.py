@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    from flowrl.checkpoint import CheckpointError
     from flowrl.train import RunError, train
 
     try:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             results = train_members(cfg, members, outs, force=args.force, env_processes=args.env_processes)
             return max(_report(r) for r in results)
         result = train(cfg, args.out, force=args.force)
-    except (RunError, ValueError, FileNotFoundError, TypeError) as exc:
+    except (RunError, CheckpointError, ValueError, FileNotFoundError, TypeError) as exc:
         print(f"flowrl-train: error: {exc}", file=sys.stderr)
         return 2
     return _report(result)

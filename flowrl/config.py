@@ -32,6 +32,10 @@ class RunConfig:
     eval_at_start: bool = True  # also evaluate the untrained policy at step 0
     checkpoint_every: int = 50_000  # env steps between periodic checkpoints (0: only on signal/end)
     keep_checkpoints: int = 2
+    # Non-finite losses, parameters or actions: "stop" the run with an error naming what diverged (it stays
+    # resumable from its last good checkpoint); "rollback" puts the agent back to its last finite state, checked
+    # every log_every steps, and trains on (single runs only). docs/run-format.md.
+    on_divergence: Literal["stop", "rollback"] = "stop"
     log_every: int = 1000  # env steps between rows of train.csv
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     torch_threads: int = 0  # 0: leave torch's default
@@ -55,7 +59,9 @@ class RunConfig:
 
 
 # Settings that may change between an interrupted run and its resumption without changing results.
-RESUME_SAFE_KEYS = {"device", "progress", "tensorboard", "torch_threads"}
+# on_divergence changes nothing until a run diverges, where "stop" ends it: so a stopped run may resume with
+# "rollback".
+RESUME_SAFE_KEYS = {"device", "progress", "tensorboard", "torch_threads", "on_divergence"}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -23,6 +23,7 @@ import torch
 
 from flowrl.agents.base import Batch
 from flowrl.agents.registry import get_agent_class
+from flowrl.checkpoint import CheckpointError
 from flowrl.config import RunConfig
 from flowrl.envs import make_env
 from flowrl.subproc_env import SubprocEnv, available_cpus, step_all
@@ -51,6 +52,9 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
     if not supports_members(cfg.algo):
         raise RunError(f"algorithm {cfg.algo!r} cannot train several seeds or tasks as one batched model; "
                        "train each task and seed as its own run (one flowrl-train per run)")
+    if cfg.on_divergence == "rollback":
+        raise RunError("on_divergence=rollback works for single runs only (a packed model would roll back every "
+                       "member); use on_divergence=stop, or train the run that diverged on its own")
     check_same_shapes(sorted({task for task, _ in members}))
     factory = SubprocEnv if env_processes else make_env
     # Evaluation environments in processes too when every one of them gets a CPU (with eval_envs k, a pack of n
@@ -87,7 +91,13 @@ def train_members(cfg: RunConfig, members: list[tuple[str, int]], outs: list[str
                 if n:  # this group's session starts now, not when its run directory was opened
                     for s in groups[step]:
                         s.restart_clock()
-                for s, r in zip(groups[step], _train_lockstep(cfg, groups[step], stop)):
+                try:
+                    trained = _train_lockstep(cfg, groups[step], stop)
+                except (RunError, CheckpointError) as exc:
+                    for s in groups[step]:
+                        s.fail(exc)
+                    raise
+                for s, r in zip(groups[step], trained):
                     results[id(s)] = r
     finally:
         for s in active:
@@ -136,6 +146,9 @@ def _train_lockstep(cfg: RunConfig, sessions: list[RunSession], stop: _StopFlag)
                 obs = torch.stack([r._obs_tensor(r.obs) for r in runners])  # (n, 1, obs_dim)
                 acted = agent.act_members(obs, deterministic=False).cpu().numpy()
                 actions = [a[0] for a in acted]
+                for r, a in zip(runners, actions):
+                    if not np.isfinite(a).all():
+                        r.diverged(f"the policy's action ({a.tolist()})")
                 for _ in range(cfg.updates_per_step):
                     batch = Batch(*(torch.stack(x) for x in zip(*[r.replay.sample(cfg.batch_size) for r in runners])))
                     metrics = agent.update_members(batch, lead.updates)

@@ -7,6 +7,8 @@ produces the same results as a run that never stopped (on the same hardware and 
 """
 from __future__ import annotations
 
+import copy
+import fcntl
 import json
 import logging
 import os
@@ -24,7 +26,8 @@ import yaml
 
 from flowrl.agents.base import EnvSpec
 from flowrl.agents.registry import get_agent_class
-from flowrl.checkpoint import load_latest_checkpoint, save_checkpoint
+from flowrl.checkpoint import (CheckpointError, checkpoint_paths, load_latest_checkpoint, non_finite,
+                               remove_checkpoint, save_checkpoint)
 from flowrl.config import RunConfig, config_diff, config_to_dict, resume_config, with_current_defaults
 from flowrl.logger import CSVLog, TensorBoard
 from flowrl.networks import onednn_linear_available
@@ -39,6 +42,14 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 class RunError(Exception):
     """A problem with the run's inputs or directory, reported to the user without a traceback."""
+
+
+class DivergenceError(RunError):
+    """Training produced NaN or inf (a loss, a parameter or an action); the run stops resumable."""
+
+
+LOCK_NAME = ".flowrl.lock"  # held (flock) by the process training into a run directory
+MAX_ROLLBACKS = 3  # on_divergence=rollback: consecutive rollbacks (no passing check between) before stopping
 
 
 @dataclass
@@ -93,7 +104,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, force: bool) -> str:
                 + "\nUse the saved settings to resume, or a new --out for a new run."
             )
         return "resume"
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunError(f"{out} is not empty and holds no run (no config.yaml); refusing to write into it. "
                        "Choose a new or empty --out.")
     try:
@@ -110,6 +121,36 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
+
+
+class RunLock:
+    """An exclusive flock on <run>/.flowrl.lock while a process trains into the run, so that a second trainer is
+    refused instead of interleaving its logs and checkpoints with the first one's. The kernel drops the lock with
+    its process (SIGKILL too), so a stale file never blocks; the file stays and names its last holder."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_NAME
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "a process that has not said who it is"
+            self.handle.close()
+            raise RunError(f"another trainer is training into {out} (lock {self.path}: {holder}); refusing to start a "
+                           "second one. Wait for it to finish, or stop it (SIGTERM checkpoints it) and run this "
+                           "command again to resume.") from None
+        except OSError as exc:  # a file system without flock (e.g. some network mounts)
+            log.warning("cannot lock %s (%s); not guarding against a second trainer on this run", self.path, exc)
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start_time": now(),
+                                      "slurm_job_id": os.environ.get("SLURM_JOB_ID")}) + "\n")
+        self.handle.flush()
+
+    def release(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()  # closing the descriptor releases the flock
 
 
 class _StopFlag:
@@ -258,6 +299,12 @@ class Runner:
         self.obs: np.ndarray | None = None
         self.wall_time = 0.0  # training seconds over all sessions
         self.last_eval: dict[str, Any] | None = None
+        # Divergence guard: the step of the last check that passed; under on_divergence=rollback the agent's state
+        # then, and rollbacks in a row since (reset by a passing check) and in all.
+        self._checked_step = 0
+        self._good_agent: dict | None = None
+        self._rollbacks_in_a_row = 0
+        self.rollbacks = 0
 
         self.eval_log = CSVLog(out / "eval.csv", ["step", "return_mean", "return_std", "success_mean", "episodes", "wall_time"])
         self.train_log = CSVLog(out / "train.csv", ["step", "updates"])
@@ -282,6 +329,7 @@ class Runner:
     def evaluate(self, session_start: float) -> None:
         """`eval_episodes` episodes with the evaluation policy, isolated from the training RNG streams."""
         cfg = self.cfg
+        self.check_finite()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derived_seed(cfg.seed, _EVAL_POLICY, self.step))
@@ -312,22 +360,88 @@ class Runner:
             self._metric_sums[k] = self._metric_sums[k] + v if k in self._metric_sums else v.clone()
             self._metric_counts[k] = self._metric_counts.get(k, 0) + 1
 
-    def _write_train_row(self, window_steps: int, window_updates: int, window_time: float) -> None:
+    def _metric_means(self) -> dict[str, float]:
         keys = list(self._metric_sums)
         values = torch.stack([self._metric_sums[k].float().cpu() for k in keys]).tolist() if keys else []
+        return {k: v / self._metric_counts[k] for k, v in zip(keys, values)}
+
+    def _write_train_row(self, window_steps: int, window_updates: int, window_time: float) -> None:
+        means = self._metric_means()
+        if not self.check_finite(means):  # rolled back: the window's metrics came from the diverged state
+            means = {}
         row: dict[str, Any] = {"step": self.step, "updates": self.updates}
-        row.update({k: v / self._metric_counts[k] for k, v in zip(keys, values)})
+        row.update(means)
         row["env_steps_per_s"] = window_steps / window_time if window_time > 0 else None
         row["updates_per_s"] = window_updates / window_time if window_time > 0 else None
         row["episode_return"] = self.last_episode_return
+        if self.cfg.on_divergence == "rollback":
+            row["rollbacks"] = self.rollbacks
         self._last_sps, self._last_ups = row["env_steps_per_s"] or 0.0, row["updates_per_s"] or 0.0
         self.train_log.write(row)
         if self.tb:
             self.tb.write("train", row, self.step)
         self._metric_sums, self._metric_counts = {}, {}
 
+    # -- divergence guard ------------------------------------------------------------------------
+    def check_finite(self, metrics: dict[str, float] | None = None) -> bool:
+        """The divergence guard, run at every train.csv row, evaluation and checkpoint: `metrics` (the window's mean
+        training metrics) and every tensor of the agent's state (parameters, targets, optimiser moments) must be
+        finite. True when they are; otherwise `diverged` stops the run, or returns False after a rollback."""
+        bad = None
+        if (where := non_finite(self.agent.state_dict())) is not None:  # the cause, before the losses it poisons
+            bad = f"the agent's {where}"
+        if bad is None:
+            bad = next((f"the training metric {k!r} (mean over the last {self._metric_counts.get(k, 0)} updates: "
+                        f"{v})" for k, v in (metrics or {}).items() if not np.isfinite(v)), None)
+        if bad is not None:
+            self.diverged(bad)
+            return False
+        self._checked_step, self._rollbacks_in_a_row = self.step, 0
+        if self.cfg.on_divergence == "rollback":
+            self._good_agent = copy.deepcopy(self.agent.state_dict())
+        return True
+
+    def diverged(self, what: str) -> None:
+        """`what` is NaN or inf. on_divergence=rollback: put the agent back to its state at the last passing check
+        (at most MAX_ROLLBACKS times in a row) and return. Otherwise stop with an error naming what diverged, when,
+        and the last good checkpoint (no checkpoint is ever written from a diverged state)."""
+        if (self.cfg.on_divergence == "rollback" and self._good_agent is not None
+                and self._rollbacks_in_a_row < MAX_ROLLBACKS):
+            self.agent.load_state_dict(copy.deepcopy(self._good_agent))
+            self._rollbacks_in_a_row += 1
+            self.rollbacks += 1
+            self._metric_sums, self._metric_counts = {}, {}
+            self.log.warning("step %d: %s is NaN or inf; rolled the agent back to its state at step %d "
+                             "(on_divergence=rollback; %d in a row, %d in all)", self.step, what,
+                             self._checked_step, self._rollbacks_in_a_row, self.rollbacks)
+            return
+        ckpts = checkpoint_paths(self.out / "checkpoints")
+        last = (f"the last good checkpoint is {ckpts[0]} (step {int(ckpts[0].stem.split('-')[1])}), and running the "
+                "same command again resumes from it" if ckpts else
+                "there is no checkpoint yet, so running the same command again starts from step 0")
+        advice = ("rollbacks did not help; start a new run with other settings (e.g. a lower learning rate)"
+                  if self.cfg.on_divergence == "rollback" else
+                  "the same settings diverge again at the same step: resume with on_divergence=rollback, or start a "
+                  "new run with other settings (e.g. a lower learning rate)")
+        raise DivergenceError(
+            f"{self.cfg.task} seed {self.cfg.seed}: training diverged: {what} is NaN or inf at step {self.step} "
+            f"({self.updates} updates; the last check that passed was at step {self._checked_step}). No checkpoint "
+            f"was written from the diverged state; {last}. Note {advice}.")
+
+    def policy_action(self) -> np.ndarray:
+        """The training policy's action for the current observation, guarded against NaN/inf."""
+        for _ in range(MAX_ROLLBACKS + 1):
+            action = self._act(self.obs, deterministic=False)
+            if np.isfinite(action).all():
+                return action
+            self.diverged(f"the policy's action ({action.tolist()})")  # raises, or rolled back: act again
+        raise AssertionError("unreachable: diverged() raises after MAX_ROLLBACKS rollbacks in a row")
+
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self, session_start: float) -> Path:
+        """Save everything needed to resume exactly. Refused (DivergenceError) from a diverged state; a write that
+        fails (e.g. a full disk) raises CheckpointError and leaves the previous checkpoint as it was."""
+        self.check_finite(self._metric_means())
         rng = {
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -351,6 +465,7 @@ class Runner:
             "replay": self.replay.state_dict(),
             "rng": rng,
             "config": config_to_dict(self.cfg),
+            "rollbacks": self.rollbacks,
         }
         path = save_checkpoint(self.out / "checkpoints", self.step, state, keep=self.cfg.keep_checkpoints)
         self.log.info("checkpoint %s", path.name)
@@ -364,6 +479,7 @@ class Runner:
         self.step, self.updates, self.episode = state["step"], state["updates"], state["episode"]
         self.last_episode_return, self.last_eval = state["last_episode_return"], state["last_eval"]
         self.wall_time = state["wall_time"]
+        self.rollbacks = state.get("rollbacks", 0)  # checkpoints written before the divergence guard have none
         sums, self._metric_counts = state["metric_window"]
         self._metric_sums = {k: v.to(self.device) for k, v in sums.items()}
         rng = state["rng"]
@@ -440,6 +556,9 @@ class Runner:
     def start(self, session_start: float, initial_eval: bool = True) -> None:
         """Before the first step of a session: the step-0 evaluation of a new run (unless the caller does it),
         and the throughput window."""
+        self._checked_step = self.step
+        if self.cfg.on_divergence == "rollback":
+            self.check_finite()  # the state to roll back to
         if initial_eval and self.needs_initial_eval():
             self.evaluate(session_start)
         self._window = (time.time(), self.step, self.updates)
@@ -458,7 +577,7 @@ class Runner:
                     return stop.signum
                 action = self.begin_step()
                 if action is None:
-                    action = self._act(self.obs, deterministic=False)
+                    action = self.policy_action()
                     for _ in range(cfg.updates_per_step):
                         self._accumulate(self.agent.update(self.replay.sample(cfg.batch_size), self.updates))
                         self.updates += 1
@@ -499,6 +618,16 @@ class RunSession:
         cfg.validate()
         validate_task(cfg.task)
         state = prepare_run_dir(self.out, cfg, force)
+        self.lock = None
+        if state != "done":
+            self.lock = RunLock(self.out)
+            try:  # again under the lock: another trainer may have finished (or begun) it meanwhile
+                state = prepare_run_dir(self.out, cfg, force=False)
+            except BaseException:
+                self.lock.release()
+                raise
+            if state == "done":
+                self.lock.release()
         self.finished_before = state == "done"
         if self.finished_before:
             log.warning("%s is already finished (DONE exists); not re-running. Use --force to retrain.", self.out)
@@ -566,21 +695,33 @@ class RunSession:
         _write_json(self.manifest_path, self.info)
         # The run is complete: keep the final agent; the resume checkpoints (with the replay) are no longer needed.
         torch.save(runner.agent.state_dict(), out / "final_agent.pt")
-        for p in (out / "checkpoints").glob("ckpt-*.pt"):
-            p.unlink()
+        for p in checkpoint_paths(out / "checkpoints"):
+            remove_checkpoint(p)
         final = runner.last_eval or {}
         _write_json(out / "DONE", {"steps": runner.step, "end_time": self.info["end_time"],
                                    "final_return": final.get("return_mean"),
                                    "wall_time": runner.wall_time + time.time() - self.session_start})
         return RunResult("finished", out, runner.step)
 
+    def fail(self, exc: BaseException) -> None:
+        """Record an error that ended this session (in train.log and the manifest); the run stays resumable."""
+        self.log.error("%s", exc)
+        if getattr(self, "session", None) is not None:
+            self.session.update(end_time=now(), end_step=self.runner.step, error=f"{type(exc).__name__}: {exc}")
+            try:
+                _write_json(self.manifest_path, self.info)
+            except OSError:  # e.g. the full disk that caused the error
+                pass
+
     def release(self) -> None:
-        """Close the environments (also after an error) and the run's log handlers."""
+        """Close the environments (also after an error), the run's log handlers and its lock."""
         if getattr(self, "runner", None) is not None:
             self.runner.close()
         for h in list(self.log.handlers):
             self.log.removeHandler(h)
             h.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def train(cfg: RunConfig, out: str | Path, force: bool = False) -> RunResult:
@@ -593,6 +734,9 @@ def train(cfg: RunConfig, out: str | Path, force: bool = False) -> RunResult:
             signum = run.runner.run(stop, run.session_start)
             signum = signum if signum is not None else stop.signum
         return run.close(signum)
+    except (RunError, CheckpointError) as exc:
+        run.fail(exc)
+        raise
     finally:
         run.release()
 
