@@ -214,6 +214,32 @@ def test_reference_import_both_formats(tmp_path):
         load_references([bad])
 
 
+def test_reference_steps_are_environment_steps_at_action_repeat_1(tmp_path, monkeypatch):
+    """Both published formats already count simulator steps (their agents repeat each action twice); the
+    conversion is applied to every row, says where each project defines its count, and the axis says the unit."""
+    from flowrl.analysis import figures, references
+
+    assert {fmt: u.env_steps_per_unit for fmt, u in references.STEP_UNITS.items()} == {"tdmpc2": 1.0, "simba": 1.0}
+    assert "issue #45" in references.STEP_UNITS["tdmpc2"].defined_in and "run.py" in references.STEP_UNITS["simba"].defined_in
+    (tmp_path / "sac").mkdir()
+    (tmp_path / "sac" / "dog-run.csv").write_text("step,reward,seed\n0,5.0,1\n100000,50.0,1\n")
+    (tmp_path / "simba.csv").write_text("exp_name,env_name,seed,metric,env_step,value\n"
+                                        "sac_simba,dog_run,4000,avg_return,50000.0,40.0\n")
+    ref, notes = load_references([tmp_path])
+    assert sorted(ref["step"]) == [0, 50000, 100000] and ref["step"].dtype == "int64"
+    assert any(n.startswith("tdmpc2 steps count simulator steps") and "x1 to environment steps" in n for n in notes)
+    assert any(n.startswith("simba steps count simulator steps") for n in notes)
+    # A format whose column counted agent decisions at action repeat 2 would be doubled, row by row:
+    monkeypatch.setitem(references.STEP_UNITS, "tdmpc2", references.StepUnit("agent decisions", 2.0, "test"))
+    doubled, _ = load_references([tmp_path / "sac"])
+    assert sorted(doubled["step"]) == [0, 200000]
+    assert figures.STEP_AXIS == "Environment steps (action repeat 1)"
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "eval.csv").write_text("step,episode_reward\n0,1.0\n")
+    with pytest.raises(AnalysisError, match="counts agent decisions"):
+        load_references([tmp_path / "log"])
+
+
 def test_external_task_names_map_to_ours():
     cases = {"dog-run": "dmc:dog-run", "dog_run": "dmc:dog-run", "cup-catch": "dmc:ball_in_cup-catch",
              "finger-turn-easy": "dmc:finger-turn_easy", "finger-turn_hard": "dmc:finger-turn_hard",

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from flowrl.analysis.plotting import STEP_FORMATTER, duration_unit, new_figure, save_figure, styled
+from flowrl.analysis.references import STEP_AXIS
 from flowrl.analysis.stats import METRIC_LABELS, METRICS
 from flowrl.analysis.tasks import return_bounds, short_name
 
@@ -99,7 +100,7 @@ def task_curves_figure(curves: pd.DataFrame, tasks: list[str], order: list[str],
         if i % ncols == 0:
             ax.set_ylabel(ylabel)
         if i // ncols == nrows - 1 or i + ncols >= len(tasks):
-            ax.set_xlabel("Environment steps")
+            ax.set_xlabel(STEP_AXIS)
     for j in range(len(tasks), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
     clipped = any(np.isfinite(return_bounds(t)).any() for t in tasks) and ylabel == "Return"
@@ -308,7 +309,7 @@ def sample_efficiency_figure(panels: list[tuple[str, np.ndarray, dict, dict, dic
             ax.fill_between(grid, intervals[algo][0], intervals[algo][1], color=palette[algo], alpha=0.18, lw=0)
             handles.setdefault(algo, line)
         ax.xaxis.set_major_formatter(STEP_FORMATTER)
-        ax.set_xlabel("Environment steps")
+        ax.set_xlabel(STEP_AXIS)
         ax.set_ylabel("IQM normalised score")
         ax.set_title(f"{name}\nruns: " + ", ".join(f"{a} {used[a]}" for a in algos), fontsize=8.5)
     fig.suptitle("Sample efficiency: IQM with 95% stratified-bootstrap CI")
