@@ -168,6 +168,26 @@ def test_study_jobs_resources_and_overrides():
     assert study.run_dir("flowrl-s5", "hb:h1hand-maze-v0", 3) == "runs/paper/flowrl-s5/hb_h1hand-maze-v0/seed3"
 
 
+def test_suite_overrides_apply_to_one_suite_and_one_algorithm():
+    """e.g. the official code's expectile 0.8 for HumanoidBench, for FlowRL only; checked like other overrides."""
+    cfg = dict(preset("paper"), suite_overrides={"hb": {"flowrl": {"agent.quantile": 0.8}}})
+    study = flowrl_study.load_study(cfg)  # semantic checks: the key resolves for flowrl on an hb: task
+    jobs = {(j.algo, j.tasks[0]): j for j in study.jobs()}
+    assert jobs[("flowrl", "hb:h1hand-maze-v0")].overrides["agent.quantile"] == 0.8
+    assert "agent.quantile" not in jobs[("flowrl", "dmc:dog-run")].overrides
+    assert "agent.quantile" not in jobs[("sac", "hb:h1hand-maze-v0")].overrides
+    assert jobs[("flowrl", "hb:h1hand-maze-v0")].overrides["device"] == "cuda"  # the study's overrides still hold
+    assert "agent.quantile" not in flowrl_study.load_study(preset("paper")).jobs()[0].overrides  # preset keeps 0.9
+
+    for bad, message in [({"hb": {"sac": {"agent.quantile": 0.8}}}, "unknown agent key 'quantile'"),
+                         ({"hb": {"flowrl-x": {"agent.quantile": 0.8}}}, "['flowrl-x'] not in algos"),
+                         ({"gym": {"flowrl": {"agent.quantile": 0.8}}}, "the study has no gym: task"),
+                         ({"hb": {"flowrl": {"steps": 10}}}, "suite_overrides.hb.flowrl: ['steps'] are set by"),
+                         ({"mujoco": {"flowrl": {}}}, "suite_overrides")]:
+        with pytest.raises(flowrl_study.StudyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            flowrl_study.load_study(dict(preset("paper"), suite_overrides=bad))
+
+
 def test_task_packs_put_same_shape_tasks_of_batched_algorithms_into_one_job():
     dogs = ["dmc:dog-run", "dmc:dog-trot", "dmc:dog-stand", "dmc:dog-walk"]
     cfg = dict(preset("paper"), task_packs=[dogs])

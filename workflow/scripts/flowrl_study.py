@@ -30,6 +30,7 @@ DEFAULTS = {
     "task_packs": [],
     "resources": {"gpu": 0, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
     "suite_resources": {},
+    "suite_overrides": {},
     "software": {"activate": "", "hb_activate": ""},
     # no reps: unless a study sets them, python -m flowrl.analysis uses its own default (stats.DEFAULT_REPS)
     "analysis": {"seed": 0, "extra_args": []},
@@ -109,11 +110,14 @@ class Study:
         steps = self.config["steps"]
         return int(steps[task]) if isinstance(steps, dict) else int(steps)
 
-    def overrides_for(self, algo: str) -> dict:
-        """Study overrides, then the variant's; eval settings come from the study's own keys."""
+    def overrides_for(self, algo: str, task: str | None = None) -> dict:
+        """Study overrides, then the variant's, then `suite_overrides` for the task's suite and this algorithm (name
+        in `algos`); eval settings come from the study's own keys."""
         out = {"eval_every": self.config["eval_every"], "eval_episodes": self.config["eval_episodes"]}
         out.update(self.config["overrides"])
         out.update(self.variants.get(algo, {}).get("overrides") or {})
+        if task is not None:
+            out.update(self.config["suite_overrides"].get(task.partition(":")[0], {}).get(algo) or {})
         return out
 
     def resources_for(self, task: str, n_runs: int, mode: str) -> dict:
@@ -164,7 +168,8 @@ class Study:
                     gpu = self.resources_for(tasks[0], 1, "single").get("gpu", 0)
                     mode = self.pack_mode_for(algo, runs, gpu, batched_ok)
                     jobs.append(TrainJob(algo, self.base_algo(algo), tasks, seeds, self.steps_for(tasks[0]),
-                                         self.overrides_for(algo), self.resources_for(tasks[0], runs, mode), mode))
+                                         self.overrides_for(algo, tasks[0]), self.resources_for(tasks[0], runs, mode),
+                                         mode))
         return jobs
 
     def expected(self) -> dict:
@@ -178,7 +183,7 @@ class Study:
 def with_defaults(config: dict) -> dict:
     out = copy.deepcopy(dict(config))
     for key, value in DEFAULTS.items():
-        if isinstance(value, dict) and key not in ("overrides", "variants", "suite_resources"):
+        if isinstance(value, dict) and key not in ("overrides", "variants", "suite_resources", "suite_overrides"):
             merged = copy.deepcopy(value)
             merged.update(out.get(key) or {})
             out[key] = merged
@@ -267,8 +272,18 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
             problems.append(f"{where}: tasks of different suites ({pack}) run in different software; pack them apart")
         if len({study.steps_for(t) for t in pack if t in study.tasks and (not isinstance(steps, dict) or t in steps)}) > 1:
             problems.append(f"{where}: tasks trained together need the same steps budget")
+    suite_overrides = study.config["suite_overrides"]
+    for suite, per_algo in suite_overrides.items():
+        unknown = sorted(set(per_algo) - set(study.algos))
+        if unknown:
+            problems.append(f"suite_overrides.{suite}: {unknown} not in algos ({', '.join(study.algos)}); settings "
+                            "are given per algorithm (or variant) name")
+        if not any(t.partition(":")[0] == suite for t in study.tasks):
+            problems.append(f"suite_overrides.{suite}: the study has no {suite}: task")
     for name, overrides in [("overrides", study.config["overrides"])] + [
-            (f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()]:
+            (f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()] + [
+            (f"suite_overrides.{s}.{a}", o or {}) for s, per_algo in suite_overrides.items()
+            for a, o in per_algo.items()]:
         owned = sorted(WORKFLOW_OWNED_KEYS & set(overrides))
         if owned:
             problems.append(f"{name}: {owned} are set by the study itself (keys algos, tasks, seeds, steps, "
@@ -282,16 +297,20 @@ def check_overrides(study: Study, resolve) -> None:
 
     `resolve(settings_dict)` builds the run config (flowrl.config.resolve_config after nesting)."""
     problems = []
-    first_task = study.tasks[0]
+    first_of_suite: dict[str, str] = {}
+    for task in study.tasks:
+        first_of_suite.setdefault(task.partition(":")[0], task)
     for job in study.jobs():
-        if job.seeds != study.seeds[:len(job.seeds)] or first_task not in job.tasks:
-            continue  # the settings are the same for every task and seed pack of this algorithm
-        settings = {"algo": job.base_algo, "task": first_task, "seed": job.seeds[0], "steps": job.steps,
+        if job.seeds != study.seeds[:len(job.seeds)] or job.tasks[0] not in first_of_suite.values():
+            continue  # the settings are the same for every task of a suite and seed pack of this algorithm
+        settings = {"algo": job.base_algo, "task": job.tasks[0], "seed": job.seeds[0], "steps": job.steps,
                     **job.overrides}
         try:
             resolve(settings)
         except (ValueError, TypeError) as exc:
             where = f"variants.{job.algo}.overrides or overrides" if job.algo in study.variants else "overrides"
+            if job.algo in study.config["suite_overrides"].get(job.suite, {}):
+                where += f" or suite_overrides.{job.suite}.{job.algo}"
             problems.append(f"{job.algo}: {exc} (check {where})")
     if problems:
         unique = list(dict.fromkeys(problems))
