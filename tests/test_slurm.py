@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from workflow_helpers import REPO, TINY_OVERRIDES, env, eval_steps, sessions, write_study
 
+from flowrl import status
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # Test-only settings on top of `--profile slurm`, for speed: poll job states every few seconds.
@@ -61,6 +63,12 @@ def checkpointed_job(run: Path):
     return job if job and list((run / "checkpoints").glob("ckpt-*.pt")) else None
 
 
+def status_board(workdir: Path, study: Path) -> dict[int, status.Run]:
+    """flowrl-status's view of the study (with squeue), by seed."""
+    list_runs, _, _, _ = status.source(study, workdir)
+    return {run.seed: run for run in status.collect(list_runs, stale=300, use_squeue=True)}
+
+
 def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
     steps = 3000
     study = write_study(
@@ -77,6 +85,8 @@ def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
         job_id = wait_for(lambda: checkpointed_job(victim), 240, "seed 0 to train under SLURM and checkpoint")
         info = subprocess.run(["scontrol", "show", "job", job_id], stdout=subprocess.PIPE, text=True).stdout
         assert "gres:gpu:1" in info, info  # the study's gpu: 1 became --gpus=1
+        live = status_board(tmp_path, study)[0]
+        assert live.state == "running" and live.slurm.startswith("RUNNING"), live  # flowrl-status sees the SLURM job
         subprocess.run(["scancel", job_id], check=True)
         proc.wait(timeout=300)
     finally:
@@ -87,6 +97,9 @@ def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
     assert not (victim / "DONE").exists() and eval_steps(victim)[-1] < steps
     assert (victim / "config.yaml").is_file(), "the cancelled run directory must survive"
     assert not (tmp_path / "runs/slurm/jobs/sac/dmc_cartpole-balance/seeds-0.done").exists()
+    board = status_board(tmp_path, study)
+    assert board[0].state == "interrupted" and board[0].note.startswith("checkpoint at step"), board[0]
+    assert (board[1].state == "finished") == (other / "DONE").is_file() and board[1].state != "running", board[1]
 
     # 2) Run the workflow again: seed 0 resumes from its checkpoint in a new SLURM job; seed 1 is not retrained.
     other_sessions = len(sessions(other)) if (other / "DONE").exists() else None
@@ -101,6 +114,7 @@ def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
     if other_sessions is not None:
         assert len(sessions(other)) == other_sessions
     assert (other / "DONE").is_file()
+    assert [r.state for r in status_board(tmp_path, study).values()] == ["finished", "finished"]
     for name in ("tidy.csv", "summary.md"):
         assert (tmp_path / "results" / "slurm" / name).is_file()
     assert list((tmp_path / "results" / "slurm" / "figures").glob("*.png"))
