@@ -117,7 +117,7 @@ def load_table(path: Path = TABLE) -> list[dict]:
 
 
 def table_rate(entries: list[dict], algo: str, hidden: int | None, batch: int, device: str, variant: bool,
-               where: str = "bench/throughput.yaml") -> Rate | None:
+               where: str = "bench/throughput.yaml", tasks: tuple[str, ...] = ()) -> Rate | None:
     """The entry for `algo` nearest the configuration: same device kind first, then hidden size, then batch size
     (log-ratio distances), the most recent measurement on ties."""
     kind = "cuda" if device.startswith("cuda") else device
@@ -131,7 +131,8 @@ def table_rate(entries: list[dict], algo: str, hidden: int | None, batch: int, d
 
     best = min(found, key=distance)
     exact = best["device"] == kind and best["hidden_dim"] == hidden and best["batch_size"] == batch and not variant
-    measured = (f"{where}: {algo} on {best.get('task', '?')}, hidden {best['hidden_dim']}, batch {best['batch_size']}, "
+    task = ", ".join(best["task"]) if isinstance(best.get("task"), list) else best.get("task", "?")
+    measured = (f"{where}: {algo} on {task}, hidden {best['hidden_dim']}, batch {best['batch_size']}, "
                 f"{best['device']}, {'with' if best.get('includes_evaluation') else 'without'} evaluation; measured "
                 f"{best['measured']} on {best['hardware']}")
     notes = []
@@ -141,6 +142,11 @@ def table_rate(entries: list[dict], algo: str, hidden: int | None, batch: int, d
         notes.append(f"the study's hidden {hidden}, batch {batch} is not measured")
     if variant:
         notes.append("the variant's own settings are not measured")
+    measured_tasks = best.get("task") if isinstance(best.get("task"), list) else [best.get("task")]
+    others = [t for t in tasks if t not in measured_tasks]
+    if others:
+        notes.append(f"{len(others)} of its {len(tasks)} tasks are estimated at the rate measured on "
+                     f"{', '.join(map(str, measured_tasks))}")
     note = "; ".join(notes) + ": the estimate assumes the measured configuration" if notes else ""
     return Rate(float(best["steps_per_s"]), None, measured, exact, note)
 
@@ -187,7 +193,8 @@ def make_plan(study, runs_root: Path, table: list[dict], table_name: str = "benc
             if s["device"] == "auto":  # as the runner resolves it on the job's machine
                 s["device"] = "cuda" if job.resources.get("gpu", 0) else "cpu"
             rate = measured.get(job.algo) or table_rate(table, job.base_algo, s["hidden_dim"], s["batch_size"],
-                                                        s["device"], job.algo in study.variants, table_name)
+                                                        s["device"], job.algo in study.variants, table_name,
+                                                        tuple(study.tasks))
             p = plans[job.algo] = AlgoPlan(job.algo, rate=rate, settings=s)
         n = len(job.tasks) * len(job.seeds)
         p.jobs, p.runs, p.steps = p.jobs + 1, p.runs + n, p.steps + n * job.steps
@@ -251,9 +258,11 @@ def plan_text(study, directory: Path = Path("."), runs: Path | None = None, core
         lines.append("  ".join(c.rjust(w) if 0 < i < 8 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     lines.append("")
     lines += [f"[{i + 1}] {s}" for i, s in enumerate(sources)]
+    notes: dict[str, list[str]] = {}
     for p in known:
         if p.rate.note:
-            lines.append(f"* {p.algo}: {p.rate.note}")
+            notes.setdefault(p.rate.note, []).append(p.algo)
+    lines += [f"* {', '.join(algos)}: {note}" for note, algos in notes.items()]
     for p in plans.values():
         if p.rate is None:
             lines.append(f"{p.algo}: no measured rate (no runs in {runs_root}, no {p.algo} entry in {table_name}); "

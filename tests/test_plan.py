@@ -36,6 +36,7 @@ def test_plan_outside_the_measured_configuration_says_so(tmp_path):
     text = plan_text(study, tmp_path)
     assert "300 training jobs, 300 runs, 300,000,000 env steps" in text
     assert "the study trains on cuda, where the table has no measurement" in text
+    assert "14 of its 15 tasks are estimated at the rate measured on dmc:dog-run" in text
     assert "GPU-hours" in text and "2-core AMD EPYC" in text
     rate = table_rate(load_table(), "flowrl", 256, 256, "cpu", variant=False)
     assert rate.steps_per_s == 12.5 and not rate.exact and "hidden 256, batch 256 is not measured" in rate.note
