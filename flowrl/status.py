@@ -240,20 +240,25 @@ def newest_write(path: Path) -> float | None:
 
 
 def liveness(run: Run, session_open: bool, stale: float, now: float) -> tuple[bool, str]:
-    """(running, why), by the run's lock, then its job's, then the fallbacks for file systems without flock."""
+    """(running, why): the run's lock decides where it can be asked (flock, else its holder on this host); for a
+    run without one (written before the lock existed), its job's lock, else logs written within `stale` seconds."""
     run_lock = run.path / RUN_LOCK
     held = lock_held(run_lock)
     if held is not None:
         return held, ""
-    if run_lock.is_file() and holder_alive(run_lock):
-        return True, "lock holder alive (no flock here)"
-    if session_open and lock_held(run.job_lock):
-        return True, "its job holds the job lock"
-    if session_open and run.job_lock is not None and run.job_lock.is_file() and holder_alive(run.job_lock):
-        return True, "job lock holder alive (no flock here)"
+    alive = holder_alive(run_lock)
+    if alive is not None:
+        return alive, "its lock's holder is alive (no flock here)" if alive else ""
+    if not session_open:
+        return False, ""
+    job = lock_held(run.job_lock)
+    if job is None and run.job_lock is not None:
+        job = holder_alive(run.job_lock)
+    if job is not None:
+        return job, "its job holds the job lock" if job else ""
     written = newest_write(run.path)
-    if session_open and run_lock.is_file() is False and written is not None and now - written < stale:
-        return True, f"no lock; logs written {now - written:.0f} s ago"
+    if written is not None and now - written < stale:
+        return True, f"no lock to ask; logs written {now - written:.0f} s ago"
     return False, ""
 
 
@@ -317,12 +322,10 @@ def _read(run: Run, path: Path, stale: float, now: float) -> None:
     if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
         raise Corrupt("manifest.json (sessions is not a list of objects)")
     session_open = bool(sessions) and "end_time" not in sessions[-1]
-    run.slurm_job = str(sessions[-1].get("slurm_job_id") or "") or None if sessions else None
+    run.slurm_job = (str(sessions[-1].get("slurm_job_id") or "") or None) if sessions else None
 
     live, why = (False, "") if done else liveness(run, session_open, stale, now)
-    end_open = now if live else (newest_write(path) or now)
-    run.intervals = [(a, b) for s in sessions if (a := _time(s.get("start_time"))) is not None
-                     and (b := _time(s.get("end_time")) or (end_open if s is sessions[-1] else None)) is not None]
+    run.intervals = session_intervals(sessions, open_end=now if live else (newest_write(path) or now))
     run.seconds = sum(max(0.0, b - a) for a, b in run.intervals)
     if not run.intervals and evals and evals[-1].get("wall_time") is not None:
         run.seconds = evals[-1]["wall_time"]  # no usable manifest: training seconds from the last evaluation
@@ -347,6 +350,18 @@ def _read(run: Run, path: Path, stale: float, now: float) -> None:
     run.note = (f"checkpoint at step {ckpts[-1]}" if ckpts else "no checkpoint: restarts from step 0")
     if session_open:
         run.note += "; its trainer ended without closing the session (killed?)"
+
+
+def session_intervals(sessions: list[dict], open_end: float) -> list[tuple[float, float]]:
+    """(start, end) of each session; a last session still open ends at `open_end` (now, or its last write)."""
+    out = []
+    for i, s in enumerate(sessions):
+        start, end = _time(s.get("start_time")), _time(s.get("end_time"))
+        if end is None and i == len(sessions) - 1:
+            end = open_end
+        if start is not None and end is not None:
+            out.append((start, end))
+    return out
 
 
 def failure_of(run: Run, sessions: list[dict], started: bool) -> tuple[Path, str] | None:

@@ -249,6 +249,28 @@ def test_lock_without_flock_falls_back_to_the_holder(tmp_path, monkeypatch):
     assert run_state(run).state == "interrupted"
 
 
+def test_a_run_without_its_own_lock_is_running_while_its_job_lock_is_held(tmp_path):
+    """Runs written before <run>/.flowrl.lock existed: the workflow job's lock tells whether they train."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0,
+                                                     "steps": 100}))
+    (run / "manifest.json").write_text('{"sessions": [{"start_time": "2026-12-01T10:00:00+00:00"}]}')
+    job_lock = tmp_path / "seeds-0.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
+                               "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True); time.sleep(60)", str(job_lock)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_state(run, job_lock=job_lock).state == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    stopped = run_state(run, job_lock=job_lock)
+    assert stopped.state == "interrupted" and "killed?" in stopped.note
+
+
 # ------------------------------------------------------------------------------------------- the planner
 @pytest.mark.slow
 def test_plan_from_the_study_runs_train_csv(study_tree, tmp_path):
