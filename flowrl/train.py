@@ -123,6 +123,20 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def flock_exclusive(handle, seconds: float = 2.0) -> None:
+    """An exclusive flock, retried for a moment: readers such as flowrl-status take a brief shared lock to see
+    whether a run is live, and a trainer starting in that instant must not take it for another trainer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class RunLock:
     """An exclusive flock on <run>/.flowrl.lock while a process trains into the run, so that a second trainer is
     refused instead of interleaving its logs and checkpoints with the first one's. The kernel drops the lock with
@@ -132,7 +146,7 @@ class RunLock:
         self.path = out / LOCK_NAME
         self.handle = open(self.path, "a+")
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock_exclusive(self.handle)
         except BlockingIOError:
             self.handle.seek(0)
             holder = self.handle.read().strip() or "a process that has not said who it is"

@@ -480,3 +480,57 @@ def test_an_out_holding_user_files_is_never_touched(tmp_path, capsys):
     assert "holds no run" in capsys.readouterr().err
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]
+
+
+# ------------------------------------------------------------------------------ the workflow
+@pytest.mark.slow
+def test_an_interrupted_study_reruns_only_what_is_missing_and_reports_corrupt_runs(tmp_path):
+    """Ctrl-C while the second of two jobs trains: the re-run trains only that job (resuming its run when it had
+    checkpointed), never the finished one. A run whose eval.csv is then garbled is listed in missing_runs.csv,
+    not silently dropped from the results."""
+    import pandas as pd
+    from workflow_helpers import TINY_OVERRIDES, env, job_counts, sessions, snakemake, write_study
+
+    study = write_study(tmp_path / "study.yaml", study="faults", algos=["sac"], tasks=["dmc:cartpole-balance"],
+                        seeds=2, steps=3000, eval_every=1000, eval_episodes=1,
+                        overrides={**TINY_OVERRIDES, "checkpoint_every": 100},
+                        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
+                        analysis={"reps": 50, "seed": 0})
+    runs = tmp_path / "runs" / "faults" / "sac" / "dmc_cartpole-balance"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
+           "--configfile", str(study)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # its own process group, as a terminal's job
+    try:
+        deadline = time.time() + 300
+        while True:  # one run finished, the other started
+            done = [s for s in (0, 1) if (runs / f"seed{s}" / "DONE").exists()]
+            started = [s for s in (0, 1) if s not in done and (runs / f"seed{s}" / "train.csv").exists()]
+            if done and started:
+                break
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-4000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to snakemake and its jobs
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (finished,), (stopped,) = done, started
+    assert not (runs / f"seed{stopped}" / "DONE").exists(), "the job finished before the interrupt: " + out[-2000:]
+    finished_eval = (runs / f"seed{finished}" / "eval.csv").read_bytes()
+
+    rerun = snakemake(["--cores", "1", "--configfile", str(study)], tmp_path, check=True)
+    assert job_counts(rerun.stdout).get("train") == 1, rerun.stdout[-3000:]
+    assert len(sessions(runs / f"seed{finished}")) == 1  # never retrained
+    assert (runs / f"seed{finished}" / "eval.csv").read_bytes() == finished_eval
+    stopped_sessions = sessions(runs / f"seed{stopped}")
+    assert (runs / f"seed{stopped}" / "DONE").exists() and len(stopped_sessions) == 2
+    if checkpoint_paths(runs / f"seed{stopped}" / "checkpoints") or stopped_sessions[0].get("stopped_by_signal"):
+        assert stopped_sessions[1]["resumed_from_step"], stopped_sessions
+
+    (runs / f"seed{finished}" / "eval.csv").write_bytes(b"\x00\xff garbage \x13\n\x01,\x02,\x03\n")
+    snakemake(["figures", "--cores", "1", "--configfile", str(study)], tmp_path, check=True)
+    missing = pd.read_csv(tmp_path / "results" / "faults" / "missing_runs.csv")
+    row = missing[missing["seed"] == finished]
+    assert len(row) == 1, missing
+    assert "eval.csv" in " ".join(map(str, row.iloc[0].values)), row

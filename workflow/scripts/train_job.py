@@ -23,7 +23,6 @@ instead of training into the same directories.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 from flowrl.subproc_env import available_cpus
+from flowrl.train import flock_exclusive
 from flowrl_study import task_slug  # beside this script
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -105,7 +105,7 @@ def take_lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        flock_exclusive(handle)  # retried for a moment: flowrl-status probes locks with a brief shared one
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
