@@ -285,7 +285,7 @@ POLICY = {0: "linear1", 1: "LayerNorm", 3: "linear2", 4: "LayerNorm2", 6: "linea
 
 def _pairs(ours_seq, official_module, names: dict, member: int, fmt: dict) -> list:
     """(official name, our parameter, member, official parameter, is a linear weight) for the layers in `names`."""
-    from flowrl.networks import EnsembleLinear
+    from flowrl.ensemble import EnsembleLinear
 
     off = dict(official_module.named_parameters())
     out = []

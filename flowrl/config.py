@@ -41,7 +41,11 @@ class RunConfig:
     torch_threads: int = 0  # 0: leave torch's default
     tensorboard: bool = False
     progress: bool = True
-    agent: Any = None  # the algorithm's own dataclass config, filled by `resolve_config`
+    agent: Any = None  # the algorithm's own dataclass config (its hyperparameters), filled by `resolve_config`
+    # How the agent computes (precision, CUDA graphs, CPU matmul kernel): its `Execution` dataclass
+    # (flowrl/execution.py), filled by `resolve_config`; None for agents without such settings. Not compared on
+    # resume: it may change.
+    execution: Any = None
 
     def validate(self) -> None:
         positive = ["steps", "batch_size", "replay_size", "updates_per_step", "eval_every", "eval_episodes",
@@ -58,10 +62,24 @@ class RunConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
 
+def check_fields(cfg: Any, label: str, checks: dict[str, bool]) -> None:
+    """Raise one ValueError naming every field of the dataclass `cfg` whose entry in `checks` is False or whose value
+    is not among its `Literal[...]` choices (checked for every such field)."""
+    hints = typing.get_type_hints(type(cfg))
+    bad = [f"{k}={getattr(cfg, k)!r}" for k, ok in checks.items() if not ok]
+    for f in dataclasses.fields(cfg):
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else None
+        if choices and getattr(cfg, f.name) not in choices:
+            bad.append(f"{f.name}={getattr(cfg, f.name)!r} (choose one of {', '.join(map(str, choices))})")
+    if bad:
+        raise ValueError(f"invalid {label} value(s): {', '.join(bad)}")
+
+
 # Settings that may change between an interrupted run and its resumption without changing results.
 # on_divergence changes nothing until a run diverges, where "stop" ends it: so a stopped run may resume with
-# "rollback".
-RESUME_SAFE_KEYS = {"device", "progress", "tensorboard", "torch_threads", "on_divergence"}
+# "rollback". `execution` (every key of it) says how the same training function is computed; a session with another
+# precision continues with other rounding (flowrl/execution.py, docs/run-format.md).
+RESUME_SAFE_KEYS = {"device", "progress", "tensorboard", "torch_threads", "on_divergence", "execution"}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -155,21 +173,25 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+SECTIONS = ("agent", "execution")  # the nested mappings of a run config: hyperparameters, execution settings
+
+
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{'agent.lr': 1} -> {'agent': {'lr': 1}}; later keys win."""
+    """{'agent.lr': 1, 'execution.amp': 'bf16'} -> {'agent': {'lr': 1}, 'execution': {'amp': 'bf16'}}; later
+    keys win."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         head, _, rest = key.partition(".")
         if rest:
-            if head != "agent":
-                raise ValueError(f"override {key!r}: only 'agent.' keys may be nested")
-            out.setdefault("agent", {})
-            if not isinstance(out["agent"], dict):
-                raise ValueError("'agent' must be a mapping of agent settings")
-            out["agent"][rest] = value
+            if head not in SECTIONS:
+                raise ValueError(f"override {key!r}: only 'agent.' and 'execution.' keys may be nested")
+            out.setdefault(head, {})
+            if not isinstance(out[head], dict):
+                raise ValueError(f"'{head}' must be a mapping of {head} settings")
+            out[head][rest] = value
         else:
-            if key == "agent" and isinstance(value, dict):
-                out.setdefault("agent", {}).update(value)
+            if key in SECTIONS and isinstance(value, dict):
+                out.setdefault(key, {}).update(value)
             else:
                 out[key] = value
     return out
@@ -179,26 +201,47 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
-            if key == "agent":
+            if key in SECTIONS:
                 if value is None:
                     continue
                 if not isinstance(value, dict):
-                    raise ValueError("'agent' must be a mapping of agent settings")
-                out.setdefault("agent", {}).update(value)
+                    raise ValueError(f"'{key}' must be a mapping of {key} settings")
+                out.setdefault(key, {}).update(value)
             else:
                 out[key] = value
     return out
 
 
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+
+
+def _scalar(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)  # as written on a command line
+
+
 def resolve_config(values: dict[str, Any]) -> RunConfig:
-    """Build and validate a RunConfig (with the agent's dataclass config) from merged settings."""
+    """Build and validate a RunConfig (with the agent's dataclass config and execution settings) from merged
+    settings."""
     from flowrl.agents.registry import get_agent_class
 
     values = dict(values)
     agent_values = values.pop("agent", None) or {}
+    execution_values = values.pop("execution", None) or {}
     cfg = build_dataclass(RunConfig, values, "run")
     agent_cls = get_agent_class(cfg.algo)
+    execution_cls = getattr(agent_cls, "Execution", None)
+    moved = [k for k in agent_values if k in _fields(execution_cls) and k not in _fields(agent_cls.Config)]
+    if moved:
+        fixes = [f"agent.{k} is an execution setting now: write execution.{k}={_scalar(agent_values[k])}"
+                 for k in moved]
+        raise ValueError("; ".join(fixes) + " (execution settings may differ on resume: docs/run-format.md)")
     cfg.agent = build_dataclass(agent_cls.Config, agent_values, "agent")
+    if execution_cls is not None:
+        cfg.execution = build_dataclass(execution_cls, execution_values, "execution")
+    elif execution_values:
+        raise ValueError(f"execution.{next(iter(execution_values))}: {cfg.algo} has no execution settings "
+                         "(they are FlowRL's: flowrl/execution.py)")
     if cfg.replay_recent_fraction is None:
         cfg.replay_recent_fraction = float(getattr(agent_cls, "replay_recent_fraction", 0.0))
     cfg.validate()
@@ -208,6 +251,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     d["agent"] = dataclasses.asdict(cfg.agent) if dataclasses.is_dataclass(cfg.agent) else cfg.agent
+    d["execution"] = dataclasses.asdict(cfg.execution) if dataclasses.is_dataclass(cfg.execution) else cfg.execution
     return d
 
 
@@ -224,63 +268,89 @@ def with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 
 # Keys added with a default that is not what runs written before them did (the default is the official code's
 # behaviour). A saved config that lacks such a key was trained with the value here, so it is read with it and its
-# run resumes as it was, while new runs get the default. "agent.<key>" applies where the run's agent has the key.
+# run resumes as it was, while new runs get the default. "agent.<key>" and "execution.<key>" apply where the run's
+# agent has the key.
 LEGACY_VALUES: dict[str, Any] = {
     "replay_split": "round",  # runs took round(B * fraction) recent indices (205 + 51 at B=256)
-    "agent.act_precision": "amp",  # FlowRL acted and evaluated under its update autocast (bf16 on CUDA)
+    "execution.act_precision": "amp",  # FlowRL acted and evaluated under its update autocast (bf16 on CUDA)
 }
 
 
-def _agent_defaults(algo: Any) -> dict[str, Any]:
+def _section_defaults(algo: Any, section: str) -> dict[str, Any]:
+    """The field defaults of a section of `algo`'s config: 'agent' (its Config) or 'execution' (its Execution)."""
     from flowrl.agents.registry import get_agent_class
 
     try:
-        cls = get_agent_class(algo).Config
+        cls = get_agent_class(algo)
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
-    return {f.name: f.default for f in dataclasses.fields(cls)}
+    cls = cls.Config if section == "agent" else getattr(cls, "Execution", None)
+    return {f.name: f.default for f in dataclasses.fields(cls)} if cls is not None else {}
+
+
+def with_execution_section(saved: Any) -> Any:
+    """`saved` with the execution settings that configs written before the `execution:` section kept among the
+    hyperparameters (agent.amp, agent.act_precision, agent.cuda_graphs, agent.graph_warmup, agent.cpu_matmul)
+    moved into it (a copy; anything else is returned as it is)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("agent"), dict):
+        return saved
+    algo = saved.get("algo", RunConfig.algo)
+    execution_keys, agent_keys = _section_defaults(algo, "execution"), _section_defaults(algo, "agent")
+    moved = {k: v for k, v in saved["agent"].items() if k in execution_keys and k not in agent_keys}
+    if not moved:
+        return saved
+    execution = saved.get("execution") if isinstance(saved.get("execution"), dict) else {}
+    return {**saved, "agent": {k: v for k, v in saved["agent"].items() if k not in moved},
+            "execution": {**moved, **execution}}
 
 
 def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
-    """`saved` with the LEGACY_VALUES of the keys it lacks (a copy; anything but a mapping is returned as it is)."""
+    """`saved` in the current layout (`with_execution_section`) with the LEGACY_VALUES of the keys it lacks (a copy;
+    anything but a mapping is returned as it is)."""
     if not isinstance(saved, dict):
         return saved
-    out = dict(saved)
-    agent_fields = _agent_defaults(out.get("algo", RunConfig.algo))
+    out = dict(with_execution_section(saved))
+    algo = out.get("algo", RunConfig.algo)
     for key, value in LEGACY_VALUES.items():
         head, _, rest = key.partition(".")
         if not rest:
             out.setdefault(key, value)
-        elif rest in agent_fields and isinstance(out.get("agent") or {}, dict) and rest not in (out.get("agent") or {}):
-            out["agent"] = {**(out.get("agent") or {}), rest: value}
+        elif (rest in _section_defaults(algo, head) and isinstance(out.get(head) or {}, dict)
+              and rest not in (out.get(head) or {})):
+            out[head] = {**(out.get(head) or {}), rest: value}
     return out
 
 
 def resume_config(saved: Any, cfg: RunConfig) -> RunConfig:
     """The config that resumes the run saved as `saved`: `cfg`, except that a LEGACY_VALUES key the saved config
     lacks takes its legacy value where `cfg` holds the key's default (so the same command resumes an old run with
-    the behaviour it was trained with; a run given another value explicitly is refused by the usual diff)."""
+    the behaviour it was trained with; a run given another value explicitly is refused by the usual diff, or for
+    an execution setting, resumes with it)."""
     if not isinstance(saved, dict):
         return cfg
+    saved = with_execution_section(saved)
     run_defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    agent_defaults = _agent_defaults(cfg.algo)
-    run_changes: dict[str, Any] = {}
-    agent_changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    section_changes: dict[str, dict[str, Any]] = {"agent": {}, "execution": {}}
     for key, value in LEGACY_VALUES.items():
         head, _, rest = key.partition(".")
         if not rest:
             if key not in saved and getattr(cfg, key) == run_defaults[key]:
-                run_changes[key] = value
-        elif (rest in agent_defaults and dataclasses.is_dataclass(cfg.agent)
-              and rest not in (saved.get("agent") or {}) and getattr(cfg.agent, rest) == agent_defaults[rest]):
-            agent_changes[rest] = value
-    if agent_changes:
-        run_changes["agent"] = dataclasses.replace(cfg.agent, **agent_changes)
-    return dataclasses.replace(cfg, **run_changes) if run_changes else cfg
+                changes[key] = value
+            continue
+        section, defaults = getattr(cfg, head), _section_defaults(cfg.algo, head)
+        if (rest in defaults and dataclasses.is_dataclass(section) and rest not in (saved.get(head) or {})
+                and getattr(section, rest) == defaults[rest]):
+            section_changes[head][rest] = value
+    for head, values in section_changes.items():
+        if values:
+            changes[head] = dataclasses.replace(getattr(cfg, head), **values)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def config_diff(saved: dict[str, Any], new: dict[str, Any], ignore=RESUME_SAFE_KEYS) -> list[str]:
-    """Human-readable differences between two config dicts (nested agent keys as agent.x)."""
+    """Human-readable differences between two config dicts (nested agent keys as agent.x; the execution section is
+    resume-safe, in `ignore`)."""
 
     def flat(d):
         out = {}

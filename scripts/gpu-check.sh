@@ -124,14 +124,14 @@ EOF
 if (cd "$ROOT" && "$PY" -c "from flowrl.envs import make_env; make_env('dmc:cartpole-swingup').close()") >/dev/null 2>&1; then
     for graphs in true false; do
         run="$WORK/cartpole-graphs-$graphs"
-        section "Training, dmc:cartpole-swingup, paper size, 2000 steps (1000 updates), agent.cuda_graphs=$graphs" \
+        section "Training, dmc:cartpole-swingup, paper size, 2000 steps (1000 updates), execution.cuda_graphs=$graphs" \
             "${GPU_CHECK_TRAIN_S:-45}" \
             "$PY" -m flowrl --algo flowrl --task dmc:cartpole-swingup --seed 0 --steps 2000 --device cuda \
             --no-progress --out "$run" start_steps=1000 eval_every=2000 eval_at_start=false eval_episodes=1 \
-            log_every=500 checkpoint_every=0 "agent.cuda_graphs=$graphs"
+            log_every=500 checkpoint_every=0 "execution.cuda_graphs=$graphs"
         if [ -f "$run/manifest.json" ] && [ -f "$run/train.csv" ]; then
             note "How this run's updates ran (manifest.json, last session) and its speed:" "" '```'
-            execution_record "$run" "$graphs" >> "$REPORT" 2>&1 || failed+=("execution record, agent.cuda_graphs=$graphs")
+            execution_record "$run" "$graphs" >> "$REPORT" 2>&1 || failed+=("execution record, execution.cuda_graphs=$graphs")
             note '```'
         fi
     done

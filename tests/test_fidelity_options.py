@@ -20,6 +20,7 @@ from flowrl.agents.flowrl import FlowRL, FlowRLConfig
 from flowrl.cli import main as cli_main
 from flowrl.config import LEGACY_VALUES, resolve_config, resume_config, with_current_defaults
 from flowrl.envs.common import success_value
+from flowrl.execution import Execution
 from flowrl.replay import ReplayBuffer
 
 
@@ -46,10 +47,10 @@ def test_the_recent_part_of_a_batch_comes_from_the_recent_window(split, recent):
 
 
 # ------------------------------------------------------------------------------------------ acting precision
-def _agent(**cfg):
+def _agent(**execution):
     torch.manual_seed(0)
     spec = EnvSpec(5, 2, np.array([-1.0, -2.0]), np.array([1.0, 0.5]))
-    agent = FlowRL(spec, FlowRLConfig(hidden_dim=32, **cfg))
+    agent = FlowRL(spec, FlowRLConfig(hidden_dim=32), execution=Execution(**execution))
     agent.seed_evaluation(7)
     return agent
 
@@ -63,7 +64,7 @@ def test_acting_is_float32_by_default_even_when_updates_run_in_bf16():
     legacy = _agent(amp="bf16", act_precision="amp").act(obs, deterministic=True)
     assert not torch.equal(legacy, plain) and torch.allclose(legacy, plain, atol=0.05)  # bf16 acting, as before
     with pytest.raises(ValueError, match="act_precision='bf16'"):
-        FlowRLConfig(act_precision="bf16")
+        Execution(act_precision="bf16")
 
 
 # ------------------------------------------------------------------------------------------ success
@@ -102,26 +103,27 @@ def test_a_gym_task_reporting_solved_has_success():
 def test_a_config_saved_before_the_new_keys_is_read_with_the_old_behaviour():
     cfg = resolve_config({"algo": "flowrl", "task": "dmc:cartpole-balance"})
     saved = {k: v for k, v in with_current_defaults({"algo": "flowrl"}).items() if k != "replay_split"}
-    saved["agent"] = {k: v for k, v in saved["agent"].items() if k != "act_precision"}
+    saved["execution"] = {k: v for k, v in saved["execution"].items() if k != "act_precision"}
     read = with_current_defaults(saved)
     assert read["replay_split"] == LEGACY_VALUES["replay_split"] == "round"
-    assert read["agent"]["act_precision"] == LEGACY_VALUES["agent.act_precision"] == "amp"
+    assert read["execution"]["act_precision"] == LEGACY_VALUES["execution.act_precision"] == "amp"
     resumed = resume_config(saved, cfg)
-    assert resumed.replay_split == "round" and resumed.agent.act_precision == "amp"
-    assert (cfg.replay_split, cfg.agent.act_precision) == ("official", "tf32")  # the command's config is untouched
+    assert resumed.replay_split == "round" and resumed.execution.act_precision == "amp"
+    assert (cfg.replay_split, cfg.execution.act_precision) == ("official", "tf32")  # the command's config is untouched
     # A saved config that has the keys, or a command that chose another value, keeps its own.
     assert resume_config(with_current_defaults({"algo": "flowrl"}), cfg) is cfg
-    chosen = resolve_config({"algo": "flowrl", "agent": {"act_precision": "float32"}})
-    assert resume_config(saved, chosen).agent.act_precision == "float32"
+    chosen = resolve_config({"algo": "flowrl", "execution": {"act_precision": "float32"}})
+    assert resume_config(saved, chosen).execution.act_precision == "float32"
     sac = resolve_config({"algo": "sac"})  # an agent without the key: only the run key is filled
     assert "act_precision" not in with_current_defaults({"algo": "sac"})["agent"]
+    assert with_current_defaults({"algo": "sac"})["execution"] is None
     assert resume_config({"algo": "sac"}, sac).replay_split == "round"
 
 
 TINY = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seed", "2", "--no-progress", "start_steps=150",
         "batch_size=32", "eval_every=200", "eval_episodes=1", "log_every=50", "agent.hidden_dim=16",
-        "torch_threads=1", "agent.amp=bf16"]  # bf16 updates on a CPU: acting precision then matters here too
-OLD = ["replay_split=round", "agent.act_precision=amp"]  # what runs did before these keys existed
+        "torch_threads=1", "execution.amp=bf16"]  # bf16 updates on a CPU: acting precision then matters here too
+OLD = ["replay_split=round", "execution.act_precision=amp"]  # what runs did before these keys existed
 
 
 def _rows(out, name):
@@ -149,8 +151,10 @@ def test_a_run_written_before_the_keys_resumes_with_the_behaviour_it_was_trained
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    saved = yaml.safe_load((out / "config.yaml").read_text())  # as a run written before the keys existed
-    del saved["replay_split"], saved["agent"]["act_precision"]
+    saved = yaml.safe_load((out / "config.yaml").read_text())  # as a run written before the keys existed: execution
+    execution = saved.pop("execution")  # settings among the hyperparameters, no replay_split or act_precision
+    del saved["replay_split"], execution["act_precision"]
+    saved["agent"].update(execution)
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
 
     assert cli_main([*TINY, "--steps", "600", "--out", str(out)]) == 0  # the same command, new defaults

@@ -6,8 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu-check.sh"
+
+pytestmark = pytest.mark.subprocess
 
 
 def run_script(tmp_path, *args, **env):
@@ -50,7 +54,7 @@ def test_sections_and_failures_are_reported(tmp_path):
         "Head to head against the compiled official-style update (torch.compile max-autotune)",
         "Training", "Training", "Summary"], titles
     assert "ran: bench/bench_speed.py --device cuda --shapes 223x38 --seeds 8" in text
-    assert "agent.cuda_graphs=true" in text and "agent.cuda_graphs=false" in text
+    assert "execution.cuda_graphs=true" in text and "execution.cuda_graphs=false" in text
     assert "**failed** (exit status 3)" in text and "**reported errors**" in text
     summary = text.split("## Summary")[1]
     assert "- CUDA tests (exit 3)" in summary and "(errors in its output)" in summary and "Bench at" not in summary

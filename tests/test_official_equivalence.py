@@ -29,6 +29,7 @@ def _run(*args, cwd=ROOT):
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+@pytest.mark.subprocess
 def test_a_path_that_is_not_an_official_checkout_is_named_with_the_fix(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "algo.py").write_text("x = 1\n")
@@ -42,6 +43,7 @@ def test_a_path_that_is_not_an_official_checkout_is_named_with_the_fix(tmp_path)
     assert proc.returncode == 2 and "no such directory" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_a_checkout_whose_code_is_not_the_official_one_is_refused(tmp_path):
     """All files present but model/algo.py defines no flowAC: an error naming what is missing, exit 2."""
     for f in oe.OFFICIAL_FILES:
@@ -83,6 +85,7 @@ def test_parameter_rows_allow_only_what_adam_makes_of_the_gradient_rounding():
 
 
 @needs_official
+@pytest.mark.subprocess
 def test_our_update_equals_the_official_update():
     proc = _run("--official", OFFICIAL, "--hidden", "64", "--batch", "64", "--updates", "4")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

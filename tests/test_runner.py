@@ -15,7 +15,7 @@ import yaml
 
 from flowrl.checkpoint import checkpoint_paths
 from flowrl.cli import main as cli_main
-from flowrl.networks import onednn_linear_available
+from flowrl.cpu_kernels import onednn_linear_available
 
 TINY = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seed", "3", "--no-progress",
         "start_steps=150", "batch_size=32", "eval_every=200", "eval_episodes=1", "log_every=50",
@@ -154,12 +154,32 @@ def test_resume_with_different_config_is_refused(reference_run, tmp_path, capsys
     assert run_cli(out, "eval_envs=2") == 2  # evaluation noise is drawn per batch of episodes: not resume-safe
     assert "eval_envs: saved 1 -> now 2" in capsys.readouterr().err
 
-    # A run written before a key existed resumes: the key takes its default, which keeps the earlier behaviour.
+    # A run written before a key existed resumes: the key takes its default, which keeps the earlier behaviour. Here
+    # also in the layout before the execution: section, its settings among the hyperparameters (agent.amp, ...).
     saved = yaml.safe_load((out / "config.yaml").read_text())
+    saved["agent"].update(saved.pop("execution"))
     del saved["eval_envs"], saved["agent"]["graph_warmup"], saved["agent"]["cpu_matmul"]
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
     assert run_cli(out) == 0
     assert eval_rows(out) == eval_rows(reference_run)
+
+
+def test_execution_settings_may_change_on_resume(reference_run, tmp_path):
+    """A run resumes with other execution settings (not with other hyperparameters); each session records its own
+    in manifest.json and config.yaml keeps the first. These two compute the same numbers on this CPU at this size."""
+    out = tmp_path / "run"
+    proc = _launch(out)
+    _wait_for_step(out, 200, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    saved = (out / "config.yaml").read_text()
+    assert run_cli(out, "execution.cuda_graphs=false", "execution.cpu_matmul=aten") == 0
+    assert eval_rows(out) == eval_rows(reference_run)
+    sessions = json.loads((out / "manifest.json").read_text())["sessions"]
+    assert sessions[0]["execution_settings"]["cuda_graphs"] is True
+    assert sessions[-1]["execution_settings"]["cuda_graphs"] is False
+    assert sessions[-1]["execution_settings"]["cpu_matmul"] == "aten"
+    assert (out / "config.yaml").read_text() == saved
 
 
 @pytest.mark.parametrize("args,message", [
@@ -171,6 +191,10 @@ def test_resume_with_different_config_is_refused(reference_run, tmp_path, capsys
     (["agent.hiden_dim=3"], "Did you mean 'hidden_dim'"),
     (["bogus=1"], "unknown run key 'bogus'"),
     (["batch_size=abc"], "batch_size: expected an integer"),
+    (["agent.amp=bf16"], "agent.amp is an execution setting now: write execution.amp=bf16"),
+    (["agent.cuda_graphs=false"], "write execution.cuda_graphs=false"),
+    (["execution.ampp=bf16"], "unknown execution key 'ampp'. Did you mean 'amp'"),
+    (["--algo", "sac", "execution.amp=bf16"], "execution.amp: sac has no execution settings"),
 ])
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, args, message):
     base = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--steps", "100", "--out", str(tmp_path / "r")]
@@ -223,7 +247,7 @@ def test_exponent_notation_is_a_number(capsys):
 def test_resume_on_onednn_matmuls_gives_identical_results(tmp_path):
     """Paper-size CPU updates run on oneDNN's GEMMs (cpu_matmul=auto): a run on them resumes exactly too (forced here
     for a tiny network, which auto would leave on batched matmul)."""
-    extra = ["agent.cpu_matmul=onednn"]
+    extra = ["execution.cpu_matmul=onednn"]
     reference = tmp_path / "reference"
     assert run_cli(reference, *extra) == 0
     out = tmp_path / "run"

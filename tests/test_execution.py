@@ -1,0 +1,93 @@
+"""Execution settings (flowrl/execution.py) live apart from the hyperparameters: they may differ on resume, configs
+saved with them among the hyperparameters (agent.amp, ...) are read in the new layout, and old spellings on the
+command line are refused with the new name. Resuming a run with other settings: tests/test_runner.py."""
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from flowrl.agents.base import EnvSpec
+from flowrl.agents.flowrl import FlowRL
+from flowrl.agents.registry import make_agent
+from flowrl.config import (config_diff, config_to_dict, resolve_config, resume_config, with_current_defaults,
+                           with_execution_section)
+from flowrl.execution import Execution
+
+MOVED = ("amp", "act_precision", "cuda_graphs", "graph_warmup", "cpu_matmul")
+
+
+def old_layout(cfg_dict: dict) -> dict:
+    """A config as written before the execution: section: its settings among the agent's hyperparameters."""
+    old = {k: v for k, v in cfg_dict.items() if k != "execution"}
+    old["agent"] = {**cfg_dict["agent"], **cfg_dict["execution"]}
+    return old
+
+
+def test_execution_settings_are_not_hyperparameters():
+    cfg = resolve_config({"algo": "flowrl", "execution": {"amp": "bf16", "cuda_graphs": False}})
+    assert not any(hasattr(cfg.agent, k) for k in MOVED)
+    assert (cfg.execution.amp, cfg.execution.cuda_graphs) == ("bf16", False)
+    saved = config_to_dict(cfg)
+    assert set(saved["execution"]) == set(MOVED)
+    # Another execution setting is no difference on resume; another hyperparameter is.
+    other = config_to_dict(resolve_config({"algo": "flowrl", "execution": {"cpu_matmul": "aten"}}))
+    assert config_diff(with_current_defaults(saved), other) == []
+    changed = config_to_dict(resolve_config({"algo": "flowrl", "agent": {"lam": 0.5}}))
+    assert config_diff(with_current_defaults(saved), changed) == ["  agent.lam: saved 0.1 -> now 0.5"]
+
+
+def test_a_config_saved_with_execution_settings_among_the_hyperparameters_reads_in_the_new_layout():
+    current = config_to_dict(resolve_config({"algo": "flowrl", "execution": {"amp": "bf16", "graph_warmup": 5}}))
+    old = old_layout(current)
+    assert "amp" in old["agent"] and "execution" not in old
+    assert with_execution_section(old) == current
+    assert with_current_defaults(old) == current
+    assert config_diff(with_current_defaults(old), current) == []
+    # What was saved is left as it was (a copy is translated); the new layout and other agents pass unchanged.
+    assert "amp" in old["agent"]
+    assert with_execution_section(current) is current
+    sac = config_to_dict(resolve_config({"algo": "sac"}))
+    assert sac["execution"] is None and with_execution_section(sac) is sac
+
+
+def test_old_layout_without_act_precision_resumes_with_its_legacy_value():
+    """A run from before act_precision existed acted under autocast ("amp"); the same command resumes it so, and a
+    command that sets act_precision itself (an execution setting) resumes with that."""
+    old = old_layout(config_to_dict(resolve_config({"algo": "flowrl"})))
+    del old["agent"]["act_precision"]
+    assert with_current_defaults(old)["execution"]["act_precision"] == "amp"
+    cfg = resolve_config({"algo": "flowrl"})
+    assert resume_config(old, cfg).execution.act_precision == "amp"
+    chosen = resolve_config({"algo": "flowrl", "execution": {"act_precision": "float32"}})
+    assert resume_config(old, chosen).execution.act_precision == "float32"
+    kept = old_layout(config_to_dict(resolve_config({"algo": "flowrl"})))  # a saved act_precision is no legacy
+    assert resume_config(kept, cfg) is cfg
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"agent": {"amp": "bf16"}}, "agent.amp is an execution setting now: write execution.amp=bf16"),
+    ({"agent": {"cuda_graphs": False}}, "write execution.cuda_graphs=false"),
+    ({"execution": {"ampp": "bf16"}}, "unknown execution key 'ampp'. Did you mean 'amp'"),
+    ({"execution": {"amp": "fp8"}}, "execution.amp: 'fp8' is not one of"),
+    ({"execution": {"graph_warmup": 0}}, "graph_warmup=0: at least 1"),
+    ({"algo": "sac", "execution": {"amp": "bf16"}}, "execution.amp: sac has no execution settings"),
+])
+def test_bad_execution_settings_are_refused_by_name(values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_config({"algo": "flowrl", **values})
+
+
+def test_agents_are_built_with_the_runs_execution_settings():
+    spec = EnvSpec(3, 2, np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+    cfg = resolve_config({"algo": "flowrl", "agent": {"hidden_dim": 8}, "execution": {"cpu_matmul": "aten"}})
+    torch.manual_seed(0)
+    agent = make_agent(cfg, spec, "cpu")
+    assert agent.execution == cfg.execution and agent.cpu_matmul == "aten"
+    stacked = FlowRL.stack([agent.state_dict()] * 2, spec, cfg.agent, execution=dataclasses.replace(
+        cfg.execution, act_precision="amp"))
+    assert stacked.execution.act_precision == "amp"
+    sac = make_agent(resolve_config({"algo": "sac", "agent": {"hidden_dim": 8}}), spec, "cpu")
+    assert not hasattr(sac, "execution")
+    assert FlowRL(spec, cfg.agent).execution == Execution()  # the defaults where none is given
