@@ -30,6 +30,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # official_style.py beside this file
 
 
+def _flowrl(spec, settings, device, **kwargs):
+    """FlowRL from one flat mapping of hyperparameters and execution settings, e.g. {"hidden_dim": 64, "amp": "off"}."""
+    import dataclasses
+
+    from flowrl.agents.flowrl import FlowRL
+    from flowrl.config import build_dataclass
+
+    execution_keys = {f.name for f in dataclasses.fields(FlowRL.Execution)}
+    cfg = build_dataclass(FlowRL.Config, {k: v for k, v in settings.items() if k not in execution_keys}, "agent")
+    execution = build_dataclass(FlowRL.Execution, {k: v for k, v in settings.items() if k in execution_keys},
+                                "execution")
+    return FlowRL(spec, cfg, device, execution=execution, **kwargs)
+
+
 def _sync(device):
     import torch
 
@@ -89,9 +103,12 @@ def measure_updates(algo, task, device_name, n_updates, batch_size, n_seeds=1, a
     device = torch.device(device_name)
     spec = _spec(task)
     cls = get_agent_class(algo)
-    cfg = build_dataclass(cls.Config, {**({"amp": amp} if algo == "flowrl" else {}), **(overrides or {})}, "agent")
     torch.manual_seed(0)
-    agent = cls(spec, cfg, device, n_seeds=n_seeds) if n_seeds > 1 else cls(spec, cfg, device)
+    if algo == "flowrl":
+        agent = _flowrl(spec, {"amp": amp, **(overrides or {})}, device, n_seeds=n_seeds)
+    else:
+        agent = cls(spec, build_dataclass(cls.Config, overrides or {}, "agent"), device,
+                    **({"n_seeds": n_seeds} if n_seeds > 1 else {}))
     buffers = [_filled_buffer(spec, device, getattr(cls, "replay_recent_fraction", 0.0), seed=i) for i in range(n_seeds)]
     if n_seeds > 1:
         from flowrl.agents.base import Batch
@@ -145,7 +162,6 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
     import torch
 
     from flowrl.agents.flowrl import FlowRL
-    from flowrl.config import build_dataclass
     from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
@@ -159,7 +175,7 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
     buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
     for name, over in {"flowrl": {}, **variants}.items():
         torch.manual_seed(0)
-        agent = FlowRL(spec, build_dataclass(FlowRL.Config, over, "agent"), device)
+        agent = _flowrl(spec, over, device)
         steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
     rates = _alternating_rounds(steps, rounds, per_round, device)
     officials = [k for k in rates if k.startswith("official-style")]
@@ -228,8 +244,7 @@ def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_siz
     import torch
 
     from flowrl.agents.flowrl import FlowRL
-    from flowrl.config import build_dataclass
-    from flowrl.networks import onednn_linear_available
+    from flowrl.cpu_kernels import onednn_linear_available
     from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
@@ -248,7 +263,7 @@ def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_siz
         steps[(h, "official-style")] = lambda i, official=official: official.update(memory, batch_size, i)
         for name, over in variants.items():
             torch.manual_seed(0)
-            agent = FlowRL(spec, build_dataclass(FlowRL.Config, {"hidden_dim": h, "amp": "off", **over}, "agent"), device)
+            agent = _flowrl(spec, {"hidden_dim": h, "amp": "off", **over}, device)
             steps[(h, name)] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
     rates = _alternating_rounds(steps, rounds, per_round, device)
     return {"ups": {h: {name: statistics.median(rates[(h, name)]) for hh, name in steps if hh == h} for h in hiddens},
@@ -279,15 +294,16 @@ def measure_matmul_floor(task, device_name, batch_size):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
-    from flowrl.networks import EnsembleLinear, onednn_linear_available
+    from flowrl.agents.flowrl import FlowRL
+    from flowrl.cpu_kernels import onednn_linear_available
+    from flowrl.ensemble import EnsembleLinear
     from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
     spec = _spec(task)
     torch.manual_seed(0)
     # FlopCounterMode sees aten's matmuls only, not oneDNN's: count with the same function on aten's.
-    ours = FlowRL(spec, FlowRLConfig(amp="off", cuda_graphs=False, cpu_matmul="aten"), device)
+    ours = _flowrl(spec, {"amp": "off", "cuda_graphs": False, "cpu_matmul": "aten"}, device)
     buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
     official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=False)
     memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
@@ -356,20 +372,25 @@ def measure_evaluation(algo, task, device_name, episodes, eval_envs):
     this process, as a run does; starting them is not timed)."""
     import logging
 
+    from flowrl.agents.base import OneMember
+    from flowrl.agents.registry import get_agent_class
     from flowrl.config import resolve_config
-    from flowrl.train import Runner
+    from flowrl.evaluation import eval_envs_for, evaluate
+    from flowrl.session import resolve_device
 
     logging.getLogger("flowrl").setLevel(logging.WARNING)
     cfg = resolve_config({"algo": algo, "task": task, "eval_episodes": episodes, "eval_envs": eval_envs,
                           "progress": False, "device": device_name})
-    with tempfile.TemporaryDirectory() as d:
-        runner = Runner(cfg, Path(d))
-        try:
-            t = time.perf_counter()
-            runner.evaluate(time.time())
-            return {"seconds": time.perf_counter() - t}
-        finally:
-            runner.close()
+    device = resolve_device(cfg.device)
+    envs = eval_envs_for(task, min(eval_envs, episodes))
+    try:
+        agent = OneMember(get_agent_class(algo)(envs[0].spec, cfg.agent, device))
+        t = time.perf_counter()
+        evaluate(agent, [envs], [cfg.seed], 0, episodes, device)
+        return {"seconds": time.perf_counter() - t}
+    finally:
+        for env in envs:
+            env.close()
 
 
 def measure_env(task, n_steps):

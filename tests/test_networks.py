@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowrl.networks import (EnsembleLayerNorm, EnsembleLinear, EnsembleSequential, Mish, onednn_linear_available,
-                             resolve_cpu_matmul, set_cpu_matmul)
+from flowrl.cpu_kernels import onednn_linear_available, resolve_cpu_matmul
+from flowrl.ensemble import EnsembleLayerNorm, EnsembleLinear, EnsembleSequential, set_cpu_matmul
+from flowrl.networks import Mish
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -146,7 +147,7 @@ def test_onednn_path_is_left_under_autocast_and_in_other_dtypes(monkeypatch):
     """bf16 autocast and float64 use baddbmm (autocast casts it; oneDNN's kernel here is the float32 one)."""
     lin = _members(2, 5, 3, "onednn")
     calls = []
-    monkeypatch.setattr("flowrl.networks._OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used"))
+    monkeypatch.setattr("flowrl.cpu_kernels._OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used"))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lin(torch.randn(2, 4, 5)).dtype == torch.bfloat16
     assert lin.double()(torch.randn(2, 4, 5, dtype=torch.float64)).dtype == torch.float64
@@ -186,14 +187,14 @@ def test_ensemble_sequential_member_by_member_is_the_batched_network(n):
 def test_auto_takes_onednn_for_large_products_only(monkeypatch):
     """'auto': oneDNN where rows x d_in x d_out >= ONEDNN_MIN_WORK (where it beats batched matmul), baddbmm below (acting,
     small networks); EnsembleSequential decides on its largest layer and then runs all its layers on one path."""
-    from flowrl import networks
+    from flowrl import cpu_kernels
 
     calls = []
-    real = networks._OneDNNLinears.apply
-    monkeypatch.setattr(networks._OneDNNLinears, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = cpu_kernels._OneDNNLinears.apply
+    monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
     big = EnsembleLinear(2, 512, 512)
     assert set_cpu_matmul(big, "auto") == "auto"
-    rows = networks.ONEDNN_MIN_WORK // (512 * 512)
+    rows = cpu_kernels.ONEDNN_MIN_WORK // (512 * 512)
     with torch.no_grad():
         big(torch.randn(2, rows - 1, 512))
         assert calls == []
@@ -212,7 +213,7 @@ def test_cpu_matmul_names_are_checked(monkeypatch):
     assert resolve_cpu_matmul("aten") == "aten"
     with pytest.raises(ValueError, match="choose one of"):
         resolve_cpu_matmul("mkl")
-    monkeypatch.setattr("flowrl.networks.onednn_linear_available", lambda: False)
+    monkeypatch.setattr("flowrl.cpu_kernels.onednn_linear_available", lambda: False)
     assert resolve_cpu_matmul("auto") == "aten"
     with pytest.raises(ValueError, match="no oneDNN linear kernel; use 'aten' or 'auto'"):
         resolve_cpu_matmul("onednn")
@@ -221,11 +222,11 @@ def test_cpu_matmul_names_are_checked(monkeypatch):
 @onednn
 def test_float32_cpu_layers_do_take_the_onednn_path(monkeypatch):
     """The comparisons above would pass if the oneDNN path were never taken: count its calls."""
-    from flowrl import networks
+    from flowrl import cpu_kernels
 
     calls = []
-    real = networks._OneDNNLinears.apply
-    monkeypatch.setattr(networks._OneDNNLinears, "apply", lambda *a: calls.append(len(a) - 2) or real(*a))
+    real = cpu_kernels._OneDNNLinears.apply
+    monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(len(a) - 2) or real(*a))
     lin = _members(2, 5, 3, "onednn")
     lin(torch.randn(1, 4, 5)).sum().backward()
     assert calls == [1]  # one shared input for the two members
