@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import TwinQ, activation, mlp, polyak_update
+from flowrl.config import check_fields
+from flowrl.networks import TwinCritic, activation, mlp, polyak_update
 
 
 @dataclasses.dataclass
@@ -87,11 +88,7 @@ class QVPOConfig:
             "entropy_samples": self.entropy_samples >= 0,
             "policy_freq": self.policy_freq > 0,
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid QVPO config value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
-        if self.beta_schedule not in ("cosine", "linear", "vp"):
-            raise ValueError(f"QVPO config beta_schedule={self.beta_schedule!r}: choose one of cosine, linear, vp")
+        check_fields(self, "QVPO config", checks)
 
 
 def beta_schedule(name: str, steps: int) -> torch.Tensor:
@@ -191,11 +188,11 @@ class QVPO(Agent):
         c, o, a = config, spec.obs_dim, spec.act_dim
         q_body = lambda d: mlp(d, [c.hidden_dim] * c.hidden_layers, 1, act="mish")  # noqa: E731
         self.actor = DiffusionPolicy(o, a, c)
-        self.critic = TwinQ(o, a, q_body)
+        self.critic = TwinCritic(o, a, q_body)
         normal_init_(self.actor)
         normal_init_(self.critic)
         self.actor_target = DiffusionPolicy(o, a, c)
-        self.critic_target = TwinQ(o, a, q_body)
+        self.critic_target = TwinCritic(o, a, q_body)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         for net in (self.actor, self.critic, self.actor_target, self.critic_target):
@@ -208,7 +205,7 @@ class QVPO(Agent):
     # ----------------------------------------------------------------------------- acting
     @staticmethod
     @torch.no_grad()
-    def candidates(obs: torch.Tensor, n: int, policy: DiffusionPolicy, critic: TwinQ):
+    def candidates(obs: torch.Tensor, n: int, policy: DiffusionPolicy, critic: TwinCritic):
         """n actions per state from `policy`, scored by min Q: (actions (n, B, A), q (n, B, 1))."""
         batch = obs.shape[0]
         repeated = obs.repeat(n, 1)  # sample-major: row k * B + b is state b

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import TwinQ, mlp, polyak_update, xavier_init_
+from flowrl.config import check_fields
+from flowrl.networks import TwinCritic, mlp, polyak_update, xavier_init_
 
 
 @dataclasses.dataclass
@@ -56,9 +57,7 @@ class SACConfig:
             "init_alpha": self.init_alpha > 0,
             "log_std_min": self.log_std_min < self.log_std_max,
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid SAC config value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        check_fields(self, "SAC config", checks)
 
 
 class GaussianPolicy(nn.Module):
@@ -94,10 +93,10 @@ class SAC(Agent):
         c, o, a = config, spec.obs_dim, spec.act_dim
         q_body = lambda d: mlp(d, [c.hidden_dim] * c.hidden_layers, 1, act=c.activation)  # noqa: E731
         self.policy = GaussianPolicy(o, a, c)
-        self.critic = TwinQ(o, a, q_body)
+        self.critic = TwinCritic(o, a, q_body)
         xavier_init_(self.policy)  # pranz24 model.py weights_init_: xavier_uniform (gain 1), zero bias
         xavier_init_(self.critic)
-        self.critic_target = TwinQ(o, a, q_body)
+        self.critic_target = TwinCritic(o, a, q_body)
         self.critic_target.load_state_dict(self.critic.state_dict())
         for net in (self.policy, self.critic, self.critic_target):
             net.to(self.device)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, EnvSpec
-from flowrl.networks import TwinQ, mlp, polyak_update
+from flowrl.config import check_fields
+from flowrl.networks import TwinCritic, mlp, polyak_update
 
 
 @dataclasses.dataclass
@@ -48,9 +49,7 @@ class TD3Config:
             "policy_delay": self.policy_delay > 0,
             "exploration_noise": self.exploration_noise >= 0,
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid TD3 config value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        check_fields(self, "TD3 config", checks)
 
 
 class TD3(Agent):
@@ -62,9 +61,9 @@ class TD3(Agent):
         hidden = [c.hidden_dim] * c.hidden_layers
         # PyTorch's default Linear initialisation, as the reference.
         self.actor = nn.Sequential(mlp(o, hidden, a, act=c.activation), nn.Tanh())
-        self.critic = TwinQ(o, a, lambda d: mlp(d, hidden, 1, act=c.activation))
+        self.critic = TwinCritic(o, a, lambda d: mlp(d, hidden, 1, act=c.activation))
         self.actor_target = nn.Sequential(mlp(o, hidden, a, act=c.activation), nn.Tanh())
-        self.critic_target = TwinQ(o, a, lambda d: mlp(d, hidden, 1, act=c.activation))
+        self.critic_target = TwinCritic(o, a, lambda d: mlp(d, hidden, 1, act=c.activation))
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         for net in (self.actor, self.critic, self.actor_target, self.critic_target):

@@ -198,7 +198,7 @@ class GraphedStep:
         self.off_reason = reason
         self.graphs = {}
         warnings.warn(f"{self.name}: CUDA graphs off, {reason}; continuing with eager steps "
-                      "(set agent.cuda_graphs=false to skip the attempt)", RuntimeWarning, stacklevel=3)
+                      "(set execution.cuda_graphs=false to skip the attempt)", RuntimeWarning, stacklevel=3)
         return self.step(key, *inputs)
 
     def _warmup(self, key, inputs):
@@ -268,3 +268,25 @@ class GraphedStep:
             for k, v in self.state().items():
                 if k in saved:
                     v.copy_(saved[k])  # in place: the graphs point at these tensors
+
+
+# ---------------------------------------------------------------------------------------- for agents using graphs
+def graph_ready_adam(params, lr: float, capturable: bool) -> torch.optim.Adam:
+    """Fused Adam (one kernel per step instead of about a dozen per tensor, the same update rule); `capturable` keeps
+    its step counter on the device, so that the step can live inside a CUDA graph."""
+    opt = torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
+    opt._warned_capturable_if_run_uncaptured = True  # torch would warn once per optimiser about the eager warm-ups
+    return opt
+
+
+def keep_optimizer_settings(optimizers, capturable: bool) -> None:
+    """After Optimizer.load_state_dict: put back this agent's own fused/capturable settings, which loading took from
+    the file (a checkpoint written on a CPU, not capturable, would make every later capture fail; one written with
+    graphs would ask a CPU for capturable steps), with `step` as a float32 tensor on the parameter's device."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group.update(fused=True, capturable=capturable)
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st and "step" in st:
+                    st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(p.device)

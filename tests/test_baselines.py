@@ -5,39 +5,15 @@
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
+from conftest import SPEC, ConstQ, make_batch
 from torch import nn
 
 from baselines.qvpo import QVPO, QVPOConfig, beta_schedule
 from baselines.sac import SAC, SACConfig
 from baselines.td3 import TD3, TD3Config
-from flowrl.agents.base import Batch, EnvSpec
 from flowrl.config import resolve_config
-
-SPEC = EnvSpec(obs_dim=3, act_dim=2, act_low=np.array([-2.0, 0.0]), act_high=np.array([1.0, 3.0]))
-
-
-def batch(n=8, seed=1, reward=None, not_done=1.0):
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(n, 3, generator=g)
-    action = torch.rand(n, 2, generator=g) * 3.0 + torch.tensor([-2.0, 0.0])
-    r = torch.randn(n, 1, generator=g) if reward is None else torch.full((n, 1), float(reward))
-    return Batch(obs, action, r, torch.randn(n, 3, generator=g), torch.full((n, 1), float(not_done)))
-
-
-class ConstQ(nn.Module):
-    """Twin critic whose heads both output one learnable constant (still a function of the action)."""
-
-    def __init__(self, value):
-        super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(value)))
-        self.q1 = lambda x: self.p + 0.0 * x.sum(-1, keepdim=True)
-
-    def forward(self, obs, action):
-        q = self.p + 0.0 * action.sum(-1, keepdim=True)
-        return q, q
 
 
 def params(module):
@@ -101,10 +77,10 @@ def test_sac_critic_target_is_the_soft_bellman_backup():
     agent.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=1e-3)
     p = next(agent.policy.parameters())  # fixed samples that still reach the policy's parameters
     agent.policy.sample = lambda obs: (torch.zeros(obs.shape[0], 2) + 0 * p.sum(), torch.full((obs.shape[0], 1), -3.0) + 0 * p.sum())
-    m = agent.update(batch(reward=0.5), step=0)
+    m = agent.update(make_batch(reward=0.5), step=0)
     target = 0.5 + 0.99 * (2.0 - 0.5 * -3.0)  # r + gamma * (min Q' - alpha * log pi)
     assert m["critic_loss"].item() == pytest.approx(2 * (1.0 - target) ** 2, rel=1e-5)
-    m = agent.update(batch(reward=0.5, not_done=0.0), step=1)  # terminal: no bootstrap
+    m = agent.update(make_batch(reward=0.5, not_done=0.0), step=1)  # terminal: no bootstrap
     q = agent.critic.p.item()
     assert m["critic_loss"].item() == pytest.approx(2 * (q - 0.5) ** 2, rel=1e-2)
 
@@ -113,23 +89,23 @@ def test_sac_temperature_moves_toward_the_entropy_target():
     low = make_sac(log_std_min=-20.0)
     with torch.no_grad():  # a nearly deterministic policy: entropy far below -act_dim
         low.policy.net[-1].bias[2:] = -10.0
-    low.update(batch(), 0)
+    low.update(make_batch(), 0)
     assert low.log_alpha.item() > 0  # alpha grows to push entropy up
     high = make_sac()
     with torch.no_grad():  # std 1: the squashed entropy (about +0.7) is above the target -2
         high.policy.net[-1].weight[2:] = 0.0
         high.policy.net[-1].bias[2:] = 0.0
-    high.update(batch(), 0)
+    high.update(make_batch(), 0)
     assert high.log_alpha.item() < 0
     fixed = make_sac(auto_alpha=False, init_alpha=0.2)
-    m = fixed.update(batch(), 0)
+    m = fixed.update(make_batch(), 0)
     assert m["alpha"].item() == pytest.approx(0.2) and "alpha_loss" not in m
 
 
 def test_sac_target_network_polyak_step():
     agent = make_sac(tau=0.1)
     before = params(agent.critic_target)
-    agent.update(batch(), 0)
+    agent.update(make_batch(), 0)
     for old, new, online in zip(before, agent.critic_target.parameters(), agent.critic.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * online, atol=1e-6)
 
@@ -143,9 +119,9 @@ def make_td3(seed=0, **kw):
 def test_td3_delays_actor_and_target_updates_like_the_reference():
     agent = make_td3(policy_delay=2, tau=0.5)
     actor, target = params(agent.actor), params(agent.critic_target)
-    m = agent.update(batch(), step=0)  # reference total_it = 1: critic only
+    m = agent.update(make_batch(), step=0)  # reference total_it = 1: critic only
     assert "actor_loss" not in m and same(actor, params(agent.actor)) and same(target, params(agent.critic_target))
-    m = agent.update(batch(), step=1)  # total_it = 2: actor and targets move
+    m = agent.update(make_batch(), step=1)  # total_it = 2: actor and targets move
     assert "actor_loss" in m and not same(actor, params(agent.actor))
     for old, new, online in zip(target, agent.critic_target.parameters(), agent.critic.parameters()):
         assert torch.allclose(new, 0.5 * old + 0.5 * online, atol=1e-6)
@@ -158,7 +134,7 @@ def test_td3_critic_target_and_clipped_smoothing_noise():
     seen = []
     original = agent.critic_target.forward
     agent.critic_target.forward = lambda o, a: (seen.append(a), original(o, a))[1]
-    b = batch(reward=0.5)
+    b = make_batch(reward=0.5)
     clean = agent.actor_target(b.next_obs)
     m = agent.update(b, step=0)
     assert m["critic_loss"].item() == pytest.approx(2 * (1.0 - (0.5 + 0.99 * 2.0)) ** 2, rel=1e-5)
@@ -265,7 +241,7 @@ def test_qvpo_advantage_weights_vanish_under_a_flat_critic():
     agent.critic, agent.critic_target = ConstQ(1.0), ConstQ(1.0)
     agent.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=1e-3)
     before = params(agent.actor)
-    m = agent.update(batch(), step=0)
+    m = agent.update(make_batch(), step=0)
     # Every sample has the same Q, so max Q - mean Q = 0: no weight, no loss, no actor change.
     assert m["advantage_mean"].item() == 0.0 and m["actor_loss"].item() == 0.0
     assert same(before, params(agent.actor))
@@ -275,7 +251,7 @@ def test_qvpo_critic_target_uses_the_target_networks():
     agent = make_qvpo()
     agent.critic, agent.critic_target = ConstQ(1.0), ConstQ(2.0)
     agent.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=1e-3)
-    m = agent.update(batch(reward=0.5), step=0)
+    m = agent.update(make_batch(reward=0.5), step=0)
     assert m["critic_loss"].item() == pytest.approx(2 * (1.0 - (0.5 + 0.99 * 2.0)) ** 2, rel=1e-5)
 
 
@@ -290,7 +266,7 @@ def test_qvpo_entropy_weight_schedule():
 def test_qvpo_targets_move_every_update():
     agent = make_qvpo(tau=0.25)
     actor_t, critic_t = params(agent.actor_target), params(agent.critic_target)
-    agent.update(batch(), 0)
+    agent.update(make_batch(), 0)
     for old, new, online in zip(actor_t, agent.actor_target.parameters(), agent.actor.parameters()):
         assert torch.allclose(new, 0.75 * old + 0.25 * online, atol=1e-6)
     for old, new, online in zip(critic_t, agent.critic_target.parameters(), agent.critic.parameters()):

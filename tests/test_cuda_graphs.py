@@ -15,6 +15,7 @@ import torch
 from flowrl.agents.base import Batch, EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig
 from flowrl.cuda_graphs import capture_cuda_graph
+from flowrl.execution import Execution
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -22,9 +23,9 @@ SPEC = EnvSpec(17, 6, -np.ones(6, np.float32), np.ones(6, np.float32))
 DEV = "cuda"
 
 
-def make(seed, n_seeds=1, **cfg):
+def make(seed, n_seeds=1, **execution):
     torch.manual_seed(seed)
-    return FlowRL(SPEC, FlowRLConfig(hidden_dim=64, **cfg), DEV, n_seeds=n_seeds)
+    return FlowRL(SPEC, FlowRLConfig(hidden_dim=64), DEV, n_seeds=n_seeds, execution=Execution(**execution))
 
 
 def batches(n, seed=0, members=None, size=32):
@@ -100,7 +101,8 @@ def test_graphed_checkpoint_round_trip_continues_identically():
 def test_graphed_seeds_match_graphed_single_runs():
     """Tolerance as tests/test_flowrl_agent.py's stacked check (float32 reduction order), for 12 updates."""
     singles = [make(s, amp="off") for s in range(3)]
-    stacked = FlowRL.stack([a.state_dict() for a in singles], SPEC, FlowRLConfig(hidden_dim=64, amp="off"), DEV)
+    stacked = FlowRL.stack([a.state_dict() for a in singles], SPEC, FlowRLConfig(hidden_dim=64), DEV,
+                           execution=Execution(amp="off"))
     per_seed = [batches(12, seed=10 + s) for s in range(3)]
     for step in range(12):
         member = stacked.update_members(Batch(*(torch.stack(x) for x in zip(*[p[step] for p in per_seed]))), step)

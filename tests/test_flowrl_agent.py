@@ -9,14 +9,15 @@ from torch import nn
 
 from flowrl.agents.base import Batch, EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig, VelocityField
-from flowrl.networks import onednn_linear_available
+from flowrl.cpu_kernels import onednn_linear_available
+from flowrl.execution import Execution
 
 SPEC = EnvSpec(obs_dim=3, act_dim=2, act_low=np.array([-2.0, 0.0]), act_high=np.array([1.0, 3.0]))
 
 
-def make_agent(seed=0, **kw):
+def make_agent(seed=0, execution=None, **kw):
     torch.manual_seed(seed)
-    return FlowRL(SPEC, FlowRLConfig(hidden_dim=16, **kw))
+    return FlowRL(SPEC, FlowRLConfig(hidden_dim=16, **kw), execution=execution)
 
 
 def batch(n=8, seed=1, reward=None, not_done=None):
@@ -222,16 +223,16 @@ def test_bad_config_values_are_rejected():
     with pytest.raises(ValueError, match="activation"):
         FlowRLConfig(value_activation="swishy")
     with pytest.raises(ValueError, match="cpu_matmul"):
-        FlowRLConfig(cpu_matmul="mkl")
+        Execution(cpu_matmul="mkl")
 
 
 def test_forcing_onednn_without_it_fails_at_configuration(monkeypatch):
     """Before a run writes anything: the config is checked when the run's settings are resolved."""
-    monkeypatch.setattr("flowrl.networks.onednn_linear_available", lambda: False)
+    monkeypatch.setattr("flowrl.cpu_kernels.onednn_linear_available", lambda: False)
     with pytest.raises(ValueError, match="no oneDNN linear kernel; use 'aten' or 'auto'"):
-        FlowRLConfig(cpu_matmul="onednn")
-    assert FlowRLConfig(cpu_matmul="auto").cpu_matmul == "auto"  # auto falls back to aten there
-    assert make_agent(cpu_matmul="auto").cpu_matmul == "aten"
+        Execution(cpu_matmul="onednn")
+    assert Execution(cpu_matmul="auto").cpu_matmul == "auto"  # auto falls back to aten there
+    assert make_agent(execution=Execution(cpu_matmul="auto")).cpu_matmul == "aten"
 
 
 @pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
@@ -240,14 +241,14 @@ def test_cpu_matmul_backends_train_alike(monkeypatch):
     update: after 6 updates (3 policy steps, target updates) parameters agree to float32 rounding. Tolerance as in
     test_stacked_members_train_like_single_seeds: reduction-order differences of ~1e-7 relative drift by a few
     ulps through Adam; 1e-5 is far below the ~3e-4 a single update moves a parameter."""
-    from flowrl import networks
+    from flowrl import cpu_kernels
 
     calls = []
-    real = networks._OneDNNLinears.apply
-    monkeypatch.setattr(networks._OneDNNLinears, "apply", lambda *a: calls.append(1) or real(*a))
+    real = cpu_kernels._OneDNNLinears.apply
+    monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(1) or real(*a))
     agents = {}
     for backend in ("aten", "onednn"):
-        agent = make_agent(seed=3, cpu_matmul=backend)
+        agent = make_agent(seed=3, execution=Execution(cpu_matmul=backend))
         assert agent.cpu_matmul == backend
         torch.manual_seed(5)
         metrics = [agent.update(batch(seed=10 + i), i) for i in range(6)]

@@ -15,14 +15,15 @@ import torch
 from flowrl.agents.base import Batch, EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig
 from flowrl.cuda_graphs import BF16_RTOL, FLOAT32_RTOL, compare_steps, eager_capture
+from flowrl.execution import Execution
 
 SPEC = EnvSpec(obs_dim=3, act_dim=2, act_low=np.array([-2.0, 0.0]), act_high=np.array([1.0, 3.0]))
 STEPS = 12  # 3 eager warm-ups per phase, then each phase's capture + check (steps 6 and 7), then replays
 
 
-def make_agent(seed=0, **kw):
+def make_agent(seed=0, **execution):
     torch.manual_seed(seed)
-    return FlowRL(SPEC, FlowRLConfig(hidden_dim=16, **kw))
+    return FlowRL(SPEC, FlowRLConfig(hidden_dim=16), execution=Execution(**execution))
 
 
 def batch(seed):
@@ -181,7 +182,7 @@ def test_capture_and_replay_errors_fall_back_through_the_same_path():
 
 def test_reports_without_graphs():
     assert make_agent().execution_report() == {"cuda_graphs": "off: not on CUDA (device cpu)"}
-    assert make_agent(cuda_graphs=False).execution_report() == {"cuda_graphs": "off: agent.cuda_graphs=false"}
+    assert make_agent(cuda_graphs=False).execution_report() == {"cuda_graphs": "off: execution.cuda_graphs=false"}
     pending = make_agent().graphed_updates().report()
     assert pending["cuda_graphs"].startswith("pending:") and pending["graph_check"]["phases"] == {}
 

@@ -73,3 +73,12 @@ def get_agent_class(name: str) -> type[Agent]:
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise TypeError(f"Agent {name!r} resolves to {cls!r}, which is not a flowrl.agents.base.Agent subclass")
     return cls
+
+
+def make_agent(cfg, spec, device, **kwargs) -> Agent:
+    """The agent `cfg` (a RunConfig) names, from its hyperparameters `cfg.agent` and, for an agent with execution
+    settings (a class attribute `Execution`, e.g. FlowRL's: flowrl/execution.py), `cfg.execution`."""
+    cls = get_agent_class(cfg.algo)
+    if getattr(cls, "Execution", None) is not None:
+        kwargs["execution"] = cfg.execution
+    return cls(spec, cfg.agent, device, **kwargs)
