@@ -1,10 +1,8 @@
 """Executes docs/adding-a-baseline.md: its code blocks must match examples/my_agent.py and actually work
 (registration, the conformance suite, a short flowrl-train run, and the study config)."""
 import csv
-import importlib.util
 import re
 import shlex
-import sys
 import tomllib
 from pathlib import Path
 
@@ -79,12 +77,10 @@ def test_train_command_runs(myagent_registered, tmp_path):
 
 
 def test_study_config_is_valid_and_includes_the_agent(myagent_registered):
-    spec = importlib.util.spec_from_file_location("flowrl_study", ROOT / "workflow" / "scripts" / "flowrl_study.py")
-    study_module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = study_module
-    spec.loader.exec_module(study_module)
+    from flowrl.study import load_study
+
     (block,) = blocks("yaml")
-    study = study_module.load_study(yaml.safe_load(block))  # schema, names and agent settings checked
+    study = load_study(yaml.safe_load(block))  # schema, names and agent settings checked
     algos = {job.algo for job in study.jobs()}
     assert {"myagent", "myagent-noisy"} <= algos
     noisy = next(j for j in study.jobs() if j.algo == "myagent-noisy")

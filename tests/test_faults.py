@@ -25,7 +25,9 @@ import flowrl.checkpoint
 from flowrl.agents.flowrl import FlowRL
 from flowrl.checkpoint import checkpoint_paths, digest_path
 from flowrl.cli import main as cli_main
-from flowrl.train import LOCK_NAME, Runner, RunLock
+from flowrl.members import Member
+from flowrl.session import LOCK_NAME, RunLock
+from flowrl.train import Training
 
 pytestmark = pytest.mark.faults
 
@@ -67,7 +69,7 @@ def reference(tmp_path_factory):
 def interrupted(tmp_path_factory):
     """A run stopped by SIGTERM during step 350 (so at 351) with checkpoints at 100, 200, 300 and 351."""
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    with raise_signal_at(Runner, "begin_step", lambda r: r.step == 350):
+    with raise_signal_at(Member, "begin_step", lambda r: r.step == 350):
         assert run_cli(out) == 128 + signal.SIGTERM
     assert [int(p.stem.split("-")[1]) for p in checkpoint_paths(out / "checkpoints")] == [351, 300, 200]
     return out
@@ -109,7 +111,7 @@ class raise_signal_at:
 def _eval_call_counter():
     calls = {"n": 0}
 
-    def second_evaluation(runner):
+    def second_evaluation(training):
         calls["n"] += 1
         return calls["n"] == 2  # the evaluation at step 200
 
@@ -138,9 +140,9 @@ def _checkpoint_write_counter():
 
 
 PHASES = {
-    "warm-up": lambda: (Runner, "begin_step", lambda r: r.step == 100),
+    "warm-up": lambda: (Member, "begin_step", lambda r: r.step == 100),
     "update": lambda: (FlowRL, "update", _nth_call(100)),
-    "evaluation": lambda: (Runner, "evaluate", _eval_call_counter()),
+    "evaluation": lambda: (Training, "evaluate", _eval_call_counter()),
     "checkpoint-write": lambda: (flowrl.checkpoint.HashingWriter, "write", _checkpoint_write_counter()),
 }
 
@@ -159,7 +161,7 @@ def test_a_signal_in_any_phase_checkpoints_and_resumes_to_the_same_results(refer
 
 def test_a_second_signal_while_stopping_changes_nothing(reference, tmp_path):
     out = tmp_path / "run"
-    with raise_signal_at(Runner, "begin_step", lambda r: r.step == 260, times=3):
+    with raise_signal_at(Member, "begin_step", lambda r: r.step == 260, times=3):
         assert run_cli(out) == 128 + signal.SIGTERM
     assert run_cli(out) == 0
     assert_same_as_reference(out, reference)
@@ -167,7 +169,7 @@ def test_a_second_signal_while_stopping_changes_nothing(reference, tmp_path):
 
 def test_a_signal_racing_the_final_step_finishes_the_run(reference, tmp_path):
     out = tmp_path / "run"
-    with raise_signal_at(Runner, "finish_step", lambda r: r.step == STEPS - 1, after=True):
+    with raise_signal_at(Member, "finish_step", lambda r: r.step == STEPS - 1, after=True):
         rc = run_cli(out)
     assert rc == 0 and (out / "DONE").exists()  # all steps were done: the run is complete, not interrupted
     assert_same_as_reference(out, reference)
@@ -391,8 +393,8 @@ def test_a_full_disk_names_the_disk_and_keeps_the_previous_checkpoint(reference,
         out = mnt / "run"
         filler = mnt / "filler"
 
-        def fill(runner):  # right before the checkpoint at step 200 is written: nothing left on the disk
-            if runner.step == 200:
+        def fill(training):  # right before the checkpoint at step 200 is written: nothing left on the disk
+            if training.step == 200:
                 with open(filler, "wb", buffering=0) as f:
                     for block in (1 << 20, 4096, 1):
                         try:
@@ -400,13 +402,13 @@ def test_a_full_disk_names_the_disk_and_keeps_the_previous_checkpoint(reference,
                                 f.write(b"\0" * block)
                         except OSError:
                             pass
-        checkpoint = Runner.checkpoint
+        checkpoint = Training.checkpoint
 
-        def fill_then_checkpoint(runner, *args):
-            fill(runner)
-            return checkpoint(runner, *args)
+        def fill_then_checkpoint(training, *args):
+            fill(training)
+            return checkpoint(training, *args)
 
-        monkeypatch.setattr(Runner, "checkpoint", fill_then_checkpoint)
+        monkeypatch.setattr(Training, "checkpoint", fill_then_checkpoint)
         rc = run_cli(out)
         monkeypatch.undo()
         err = capsys.readouterr().err
@@ -449,7 +451,7 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, monkeypatc
     out = tmp_path / "run"
     held = []
 
-    def probe(runner):
+    def probe(training):
         with open(out / LOCK_NAME) as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -457,13 +459,13 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, monkeypatc
             except BlockingIOError:
                 held.append(True)
 
-    evaluate = Runner.evaluate
+    evaluate = Training.evaluate
 
-    def probe_then_evaluate(runner, *args):
-        probe(runner)
-        return evaluate(runner, *args)
+    def probe_then_evaluate(training, *args):
+        probe(training)
+        return evaluate(training, *args)
 
-    monkeypatch.setattr(Runner, "evaluate", probe_then_evaluate)
+    monkeypatch.setattr(Training, "evaluate", probe_then_evaluate)
     assert run_cli(out) == 0
     assert held and all(held)
     with open(out / LOCK_NAME) as f:

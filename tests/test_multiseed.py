@@ -129,15 +129,15 @@ def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path, 
         return {p.name: p.stat().st_mtime_ns for p in (tmp_path / "seed2" / "checkpoints").iterdir()}
 
     before = checkpoints()
-    import flowrl.multiseed
+    from flowrl.train import Training
 
-    evaluate = flowrl.multiseed._evaluate_lockstep
+    evaluate = Training.evaluate
 
-    def evaluate_then_signal(agent, sessions, record=None):  # SIGTERM right after group 1's first evaluation
-        evaluate(agent, sessions, record)
+    def evaluate_then_signal(training, record=None):  # SIGTERM right after group 1's first evaluation
+        evaluate(training, record)
         signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(flowrl.multiseed, "_evaluate_lockstep", evaluate_then_signal)
+    monkeypatch.setattr(Training, "evaluate", evaluate_then_signal)
     rc = cli_main([*COMMON, "--seeds", "1", "2", "--out", str(out)])
     monkeypatch.undo()
     assert rc == 128 + signal.SIGTERM and not (tmp_path / "seed1" / "DONE").exists()
@@ -187,7 +187,8 @@ def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation(n_envs):
     """Seeds evaluated together (each on n_envs environments at once) see exactly their single runs' episodes:
     same episode seeds, same policy noise, even as episodes end at different steps in different seeds."""
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
-    from flowrl.train import evaluation_episodes, evaluation_policy
+    from flowrl.agents.base import OneMember
+    from flowrl.evaluation import evaluation_episodes, evaluation_policy
 
     spec = _FallingEnv().spec
     cfg = FlowRLConfig(hidden_dim=16)
@@ -202,7 +203,7 @@ def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation(n_envs):
     for agent, seed in zip(singles, seeds):
         agent.seed_evaluation(100 + seed)
         alone.append(evaluation_episodes([[_FallingEnv() for _ in range(n_envs)]], [seed], episodes,
-                                         evaluation_policy(agent, agent.device))[0])
+                                         evaluation_policy(OneMember(agent), agent.device))[0])
 
     packed.seed_evaluation_members([100 + s for s in seeds])
     lengths = []
@@ -224,11 +225,12 @@ def test_parallel_evaluation_plays_the_same_episodes_in_the_same_order():
     """With a noiseless evaluation policy, playing episodes k at a time changes nothing but speed: episode e
     starts from the same seed and its return lands at position e, whatever k (k > episodes included)."""
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
-    from flowrl.train import evaluation_episodes, evaluation_policy
+    from flowrl.agents.base import OneMember
+    from flowrl.evaluation import evaluation_episodes, evaluation_policy
 
     torch.manual_seed(0)
     agent = FlowRL(_FallingEnv().spec, FlowRLConfig(hidden_dim=16, eval_noise="zero"))
-    act = evaluation_policy(agent, agent.device)
+    act = evaluation_policy(OneMember(agent), agent.device)
     by_k = {k: evaluation_episodes([[_FallingEnv() for _ in range(k)]], [7], 5, act)[0][0] for k in (1, 2, 5, 6)}
     assert len(set(by_k[1])) == 5, "episodes should differ from one another"
     for k, returns in by_k.items():
@@ -243,7 +245,8 @@ def test_evaluation_in_environment_processes_changes_nothing():
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
     from flowrl.envs import make_env
     from flowrl.subproc_env import subproc_envs
-    from flowrl.train import evaluation_episodes, evaluation_policy
+    from flowrl.agents.base import OneMember
+    from flowrl.evaluation import evaluation_episodes, evaluation_policy
 
     task = "dmc:cartpole-swingup"
     local = [make_env(task) for _ in range(2)]
@@ -256,7 +259,7 @@ def test_evaluation_in_environment_processes_changes_nothing():
             torch.manual_seed(0)
             agent = FlowRL(local[0].spec, FlowRLConfig(hidden_dim=16))
             agent.seed_evaluation(5)
-            results.append(evaluation_episodes([envs], [3], 3, evaluation_policy(agent, agent.device))[0][0])
+            results.append(evaluation_episodes([envs], [3], 3, evaluation_policy(OneMember(agent), agent.device))[0][0])
         assert len(results[0]) == 3 and results[1] == pytest.approx(results[0], rel=1e-6)
     finally:
         for env in local + workers:
