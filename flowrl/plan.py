@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from flowrl.studyfile import StudyFileError, load_study_file
+from flowrl.study import StudyFileError, batched_supported, load_study_file
 
 TABLE = Path(__file__).resolve().parents[1] / "bench" / "throughput.yaml"
 
@@ -182,11 +182,9 @@ def run_settings(study, algo: str) -> dict:
 
 
 def make_plan(study, runs_root: Path, table: list[dict], table_name: str = "bench/throughput.yaml") -> dict[str, AlgoPlan]:
-    from flowrl.studyfile import study_module
-
     measured = rates_from_runs(runs_root) if runs_root.is_dir() else {}
     plans: dict[str, AlgoPlan] = {}
-    for job in study.jobs(study_module().batched_supported):
+    for job in study.jobs(batched_supported):
         p = plans.get(job.algo)
         if p is None:
             s = run_settings(study, job.algo)

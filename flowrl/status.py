@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from flowrl.studyfile import StudyFileError, load_study_file, study_module
+from flowrl.study import StudyFileError, batched_supported, load_study_file
 
 RUN_LOCK = ".flowrl.lock"  # flowrl.train.LOCK_NAME (not imported: importing train pulls in torch)
 RUN_FILES = ("config.yaml", "manifest.json", "eval.csv", "train.csv", "DONE")
@@ -86,18 +86,16 @@ class Run:
 # ------------------------------------------------------------------------------------------- which runs
 def study_runs(study, directory: Path) -> list[Run]:
     """The runs `study` expects, with their job's log, lock and SLURM comment (as the Snakefile names them)."""
-    fs = study_module()
     runs = []
-    for job in study.jobs(fs.batched_supported):
+    for job in study.jobs(batched_supported):
         base = directory / "runs" / study.name
         name = f"{job.algo}/{job.slug}/seeds-{job.seeds_label}"
-        rule = "train_hb" if job.suite == "hb" else "train"
         gpu = job.resources.get("gpu", 0)
         for task in job.tasks:
             for seed in job.seeds:
                 runs.append(Run(job.algo, task, seed, directory / study.run_dir(job.algo, task, seed), job.steps,
                                 job=name, job_log=base / "logs" / f"{name}.log", job_lock=base / "jobs" / f"{name}.lock",
-                                slurm_comment=f"rule_{rule}_wildcards_{job.algo}_{job.slug}_{job.seeds_label}",
+                                slurm_comment=f"rule_{job.rule}_wildcards_{job.algo}_{job.slug}_{job.seeds_label}",
                                 devices=gpu or job.resources.get("cpus_per_task", 1)))
     return runs
 

@@ -430,6 +430,7 @@ print(json.dumps({"algos": result.score_sets["all tasks"].algos}))
 """
 
 
+@pytest.mark.subprocess
 def test_pipeline_works_without_rliable(tmp_path):
     root = tmp_path / "runs"
     for algo, level in (("flowrl", 800), ("sac", 400)):
@@ -475,14 +476,15 @@ def test_cli_and_output_directory_safety(small_study, tmp_path, capsys):
         AnalysisConfig(runs=[small_study], out=tmp_path / "o3", reps=1)
 
 
-def test_one_default_number_of_bootstrap_reps(tmp_path, monkeypatch):
+def test_one_default_number_of_bootstrap_reps(tmp_path):
+    from workflow_helpers import load_script
+
+    from flowrl import study as flowrl_study
     from flowrl.analysis import stats
     from flowrl.analysis.cli import build_parser
 
     repo = Path(__file__).resolve().parents[1]
-    monkeypatch.syspath_prepend(str(repo / "workflow" / "scripts"))
-    import aggregate
-    import flowrl_study
+    aggregate = load_script("aggregate")
 
     assert build_parser().parse_args(["--runs", "r", "--out", "o"]).reps == stats.DEFAULT_REPS
     assert AnalysisConfig(runs=["r"], out="o").reps == stats.DEFAULT_REPS
@@ -493,12 +495,12 @@ def test_one_default_number_of_bootstrap_reps(tmp_path, monkeypatch):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0}))
     calls = []
-    monkeypatch.setattr(aggregate.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     for i, analysis in enumerate((default.config["analysis"], {"reps": 50, "seed": 0})):
         study = {"expected": {"algos": ["sac"], "tasks": ["dmc:cartpole-balance"], "seeds": [0], "steps": 10},
                  "runs": {"sac": {"dmc:cartpole-balance": {"0": str(run)}}}, "analysis": analysis}
         assert aggregate.main(["--study-json", json.dumps(study), "--runs", str(tmp_path / "runs"),
-                               "--out", str(tmp_path / "out"), "--work", str(tmp_path / f"work{i}")]) == 0
+                               "--out", str(tmp_path / "out"), "--work", str(tmp_path / f"work{i}")],
+                              run=lambda cmd: calls.append(cmd) or 0) == 0
     assert "--reps" not in calls[0]
     assert calls[1][calls[1].index("--reps") + 1] == "50"  # a study's own choice is passed on
 

@@ -35,6 +35,7 @@ def run_episode(env, seed, policy, max_steps=10_000):
 
 
 # ------------------------------------------------------------------------------------------ names
+@pytest.mark.subprocess
 def test_importing_flowrl_envs_loads_no_simulator():
     code = ("import sys, flowrl.envs; "
             "print([m for m in ('dm_control', 'gymnasium', 'humanoid_bench', 'mujoco') if m in sys.modules])")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from workflow_helpers import REPO, eval_steps
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 TINY = ["algos=[sac]", "tasks=[dmc:cartpole-balance]", "seeds=1", "steps=300", "eval_every=150", "eval_episodes=1",
         "overrides={start_steps: 100, batch_size: 32, agent.hidden_dim: 16, log_every: 100, checkpoint_every: 0}",

@@ -14,7 +14,7 @@ from workflow_helpers import REPO, TINY_OVERRIDES, env, eval_steps, sessions, wr
 
 from flowrl import status
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.subprocess, pytest.mark.signals]  # scancel
 
 # Test-only settings on top of `--profile slurm`, for speed: poll job states every few seconds.
 SLURM_TEST_FLAGS = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3"]
@@ -123,7 +123,7 @@ def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
 
 
 def test_profile_retries_resubmit_a_cancelled_job_which_resumes(slurm_cluster, tmp_path):
-    """slurm/profile.yaml's `retries`: a job stopped by SLURM (here scancel; on clusters a time limit or
+    """profiles/slurm/profile.yaml's `retries`: a job stopped by SLURM (here scancel; on clusters a time limit or
     preemption) is submitted again within the same workflow run and continues from its checkpoint."""
     study = write_study(
         tmp_path / "study.yaml", study="retry", algos=["sac"], tasks=["dmc:cartpole-balance"], seeds=[7], steps=2000,

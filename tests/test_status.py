@@ -21,10 +21,7 @@ from workflow_helpers import REPO, TINY_OVERRIDES, env, write_study
 
 from flowrl import status
 from flowrl.plan import load_table, make_plan, plan_text, run_rates
-from flowrl.studyfile import load_study_file
-
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import flowrl_study  # noqa: E402
+from flowrl.study import load_study_file, override_args
 
 STEPS = 1000
 SLUG = "dmc_cartpole-balance"
@@ -46,7 +43,7 @@ def trainer(study_file: Path, tmp_path: Path, seed: int, steps: int = STEPS) -> 
     study = load_study_file(study_file)
     cmd = [sys.executable, "-m", "flowrl", "--algo", "sac", "--task", "dmc:cartpole-balance", "--seed", str(seed),
            "--steps", str(steps), "--out", str(run_dir(tmp_path, seed)), "--no-progress",
-           *flowrl_study.override_args(study.overrides_for("sac"))]
+           *override_args(study.overrides_for("sac"))]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -135,6 +132,8 @@ def board_of(capsys, *args) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.signals
 def test_every_state_from_a_study_file(study_tree, capsys):
     tmp_path, study_file, facts = study_tree
     assert facts["live"] == "running"
@@ -172,6 +171,8 @@ def test_every_state_from_a_study_file(study_tree, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.signals
 def test_runs_folder_and_console_entry(study_tree):
     tmp_path, _, _ = study_tree
     proc = subprocess.run([sys.executable, "-m", "flowrl.status", "runs/st", "--no-squeue"], cwd=tmp_path, env=env(),
@@ -185,6 +186,8 @@ def test_runs_folder_and_console_entry(study_tree):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.signals
 def test_corrupt_files_are_named_not_fatal(study_tree, tmp_path):
     source = run_dir(study_tree[0], 0)
     garble = {"config.yaml": "algo: [sac\n", "manifest.json": '{"sessions": [', "train.csv": "step,updates\n1,x\n",
@@ -203,6 +206,8 @@ def test_corrupt_files_are_named_not_fatal(study_tree, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.signals
 def test_watch_redraws_until_interrupted(study_tree):
     tmp_path, study_file, _ = study_tree
     proc = subprocess.Popen([sys.executable, "-m", "flowrl.status", str(study_file), "--watch", "0.5", "--no-squeue"],
@@ -228,6 +233,7 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "invalid" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_lock_without_flock_falls_back_to_the_holder(tmp_path, monkeypatch):
     """On a file system without flock: a lock naming this host and a live pid means running; a dead pid not."""
     run = tmp_path / "run"
@@ -249,6 +255,7 @@ def test_lock_without_flock_falls_back_to_the_holder(tmp_path, monkeypatch):
     assert run_state(run).state == "interrupted"
 
 
+@pytest.mark.subprocess
 def test_a_run_without_its_own_lock_is_running_while_its_job_lock_is_held(tmp_path):
     """Runs written before <run>/.flowrl.lock existed: the workflow job's lock tells whether they train."""
     run = tmp_path / "run"
@@ -273,6 +280,8 @@ def test_a_run_without_its_own_lock_is_running_while_its_job_lock_is_held(tmp_pa
 
 # ------------------------------------------------------------------------------------------- the planner
 @pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.signals
 def test_plan_from_the_study_runs_train_csv(study_tree, tmp_path):
     """With runs in runs/<study>/, their train.csv rates replace the table's (finished runs first)."""
     root, study_file, _ = study_tree

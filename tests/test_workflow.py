@@ -1,16 +1,17 @@
 """The Snakemake study workflow: lint, dry runs of every preset, config validation, and a local end-to-end study."""
 from __future__ import annotations
 
+import copy
 import math
 import sys
 
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import REPO, TINY_OVERRIDES, eval_steps, job_counts, sessions, snakemake, write_study
+from workflow_helpers import (REPO, TINY_OVERRIDES, env, eval_steps, job_counts, load_script, sessions, snakemake,
+                              write_study)
 
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import flowrl_study  # noqa: E402
+from flowrl import study as flowrl_study
 
 PRESETS = ["default", "paper", "ablations"]
 
@@ -20,6 +21,7 @@ def preset(name: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ static checks
+@pytest.mark.subprocess
 def test_lint_is_clean(tmp_path):
     proc = snakemake(["--lint"], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -27,6 +29,7 @@ def test_lint_is_clean(tmp_path):
 
 
 @pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.subprocess
 def test_preset_dry_run_plans_every_run(tmp_path, name):
     cfg = preset(name)
     proc = snakemake(["-n", "--configfile", str(REPO / "config" / f"{name}.yaml")], tmp_path, timeout=120)
@@ -56,6 +59,7 @@ def test_presets_follow_the_protocols():
         flowrl_study.load_study(cfg)
 
 
+@pytest.mark.subprocess
 def test_command_line_overrides_select_runs(tmp_path):
     proc = snakemake(["-n", "-p", "--config", "algos=[sac]", "tasks=[dmc:cartpole-balance]", "seeds=[3,4]",
                       "overrides={agent.hidden_dim: 32}"], tmp_path, timeout=120)
@@ -66,6 +70,7 @@ def test_command_line_overrides_select_runs(tmp_path):
     assert "agent.hidden_dim=32" in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_seeds_per_job_packs_seeds(tmp_path):
     proc = snakemake(["-n", "-p", "--config", "seeds_per_job=2", "seeds=3", "tasks=[dmc:cartpole-balance]"],
                      tmp_path, timeout=120)
@@ -80,9 +85,14 @@ def test_seeds_per_job_packs_seeds(tmp_path):
         assert "--mode sequential" in line or "--mode batched" in line  # CPU jobs never run seeds in parallel
 
 
-def test_profiles_agree():
+def test_profiles_agree(monkeypatch):
     """profiles/default is loaded on top of --profile slurm, so it must not contradict it (or pick an executor)."""
-    slurm = yaml.safe_load((REPO / "slurm" / "profile.yaml").read_text())
+    from snakemake.cli import get_profile_dir
+
+    monkeypatch.chdir(REPO)  # `--profile slurm` from the repository root, as the README runs it
+    _, found = get_profile_dir("slurm")
+    assert found.resolve() == (REPO / "profiles" / "slurm" / "profile.yaml").resolve()
+    slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "profile.yaml").read_text())
     local = yaml.safe_load((REPO / "profiles" / "default" / "profile.yaml").read_text())
     assert slurm["executor"] == "slurm" and "executor" not in local
     assert slurm["retries"] >= 1 and slurm["slurm-requeue"] is True  # how stopped jobs get to resume
@@ -91,6 +101,7 @@ def test_profiles_agree():
     assert local["rerun-triggers"] == ["mtime", "input"] and local["rerun-incomplete"] is True
 
 
+@pytest.mark.subprocess
 def test_humanoidbench_jobs_get_their_own_software(tmp_path):
     """hb: tasks run in rule train_hb (conda env workflow/envs/humanoidbench.yaml with
     --software-deployment-method conda); without conda, software.hb_activate prefixes only their commands."""
@@ -134,6 +145,7 @@ def test_bad_study_is_rejected_with_a_clear_message(settings, message):
 
 @pytest.mark.parametrize("args,message", [(["algos=[flowrl,sacc]"], "unknown algorithm 'sacc'"),
                                           (["steps=0"], "'steps': 0 is less than the minimum of 1")])
+@pytest.mark.subprocess
 def test_bad_study_fails_before_anything_runs(tmp_path, args, message):
     proc = snakemake(["--cores", "1", "--config", *args], tmp_path, timeout=120)
     assert proc.returncode != 0
@@ -224,6 +236,7 @@ def test_bad_task_packs_are_rejected(packs, message):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_task_pack_study_trains_each_run_into_its_own_directory(tmp_path):
     tasks = ["dmc:cartpole-balance", "dmc:cartpole-swingup"]
     study = write_study(
@@ -242,10 +255,49 @@ def test_task_pack_study_trains_each_run_into_its_own_directory(tmp_path):
 
 
 def test_run_directory_names_match_flowrl():
+    """The workflow's run directories (the study's and train_job.py's) are named as flowrl-train names them."""
     from flowrl.envs import task_slug
 
-    for task in ["dmc:cartpole-balance", "gym:Humanoid-v5", "hb:h1hand-walk-v0", "gym:ns/Env-v1"]:
+    train_job = load_script("train_job")
+    tasks = ["dmc:cartpole-balance", "gym:Humanoid-v5", "hb:h1hand-walk-v0", "gym:ns/Env-v1"]
+    study = flowrl_study.load_study(dict(preset("default"), tasks=tasks), semantic=False)
+    args = train_job.parse_args(["--algo", "sac", "--task", *tasks, "--seeds", "0", "--steps", "1", "--run-dir",
+                                 "runs/x/sac/{task}/seed{seed}", "--mode", "batched", "--marker", "m.done"])
+    for task in tasks:
         assert flowrl_study.task_slug(task) == task_slug(task)
+        assert study.run_dir("sac", task, 0) == f"runs/default/sac/{task_slug(task)}/seed0"
+        assert train_job.run_dir(args, task, 0) == f"runs/x/sac/{task_slug(task)}/seed0"
+
+
+def test_defaults_come_from_the_schema_as_snakemake_fills_them():
+    """A key a study leaves out takes the schema's `default:` (flowrl.study fills them the way snakemake's
+    validate(config, schema, set_default=True) does), and loading never writes them into the caller's config."""
+    from snakemake.utils import validate
+
+    minimal = {k: preset("default")[k] for k in ("study", "algos", "tasks", "seeds", "steps")}
+    partial = dict(minimal, resources={"gpu": 1}, software={"activate": "module load cuda"}, analysis={"reps": 9})
+    for cfg in (minimal, partial, *(preset(n) for n in PRESETS)):
+        before = copy.deepcopy(cfg)
+        ours = flowrl_study.load_study(cfg, semantic=False).config
+        assert cfg == before
+        theirs = copy.deepcopy(cfg)
+        validate(theirs, str(REPO / "workflow" / "schemas" / "study.schema.yaml"), set_default=True)
+        assert ours == theirs
+    filled = flowrl_study.load_study(partial, semantic=False).config
+    assert filled["resources"]["gpu"] == 1 and filled["resources"]["mem_mb"] > 0  # set keys kept, the others filled
+    assert filled["software"]["activate"] == "module load cuda" and filled["software"]["hb_activate"] == ""
+    assert filled["analysis"]["reps"] == 9
+    assert "reps" not in flowrl_study.load_study(minimal, semantic=False).config["analysis"]  # the analysis's own
+    paper = flowrl_study.load_study(preset("paper"), semantic=False).config  # suite_resources: changes, no defaults
+    assert filled["suite_resources"] == {} and paper["suite_resources"] == preset("paper")["suite_resources"]
+
+
+def test_a_study_with_an_unknown_suite_is_refused_even_unchecked():
+    """flowrl-status and flowrl-plan skip the semantic checks, but run directory names need a known suite."""
+    with pytest.raises(flowrl_study.StudyError, match="Unknown task suite 'dmx'.*Did you mean 'dmc:cartpole-balance'"):
+        flowrl_study.load_study(dict(preset("default"), tasks=["dmx:cartpole-balance"]), semantic=False)
+    with pytest.raises(flowrl_study.StudyError, match="(?s)unknown algorithm 'sacc'.*Unknown task suite 'dmx'"):
+        flowrl_study.load_study(dict(preset("default"), tasks=["dmx:cartpole-balance"], algos=["sacc"]))
 
 
 def test_command_line_strings_are_typed_like_flowrl_train_parses_them():
@@ -262,6 +314,7 @@ def test_command_line_strings_are_typed_like_flowrl_train_parses_them():
 
 # ------------------------------------------------------------------------------------- end to end, locally
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_small_study_end_to_end_then_nothing_is_retrained(tmp_path):
     study = write_study(
         tmp_path / "study.yaml", study="e2e", algos=["sac", "flowrl-h8"], tasks=["dmc:cartpole-balance",
@@ -314,12 +367,11 @@ def test_small_study_end_to_end_then_nothing_is_retrained(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.subprocess
 def test_a_second_job_for_the_same_runs_refuses_to_start(tmp_path):
     """E.g. Snakemake restarted while the first job still trains on SLURM: two trainers must never share a run."""
     import fcntl
     import subprocess
-
-    from workflow_helpers import env
 
     marker = tmp_path / "jobs" / "seeds-0.done"
     marker.parent.mkdir(parents=True)
@@ -337,23 +389,23 @@ def test_a_second_job_for_the_same_runs_refuses_to_start(tmp_path):
     assert not (tmp_path / "run0").exists() and not marker.exists()
 
 
-def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed(monkeypatch):
-    import train_job
+def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed():
+    from flowrl.subproc_env import available_cpus
 
+    train_job = load_script("train_job")
     args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seeds", "0", "1",
                                  "--steps", "100", "--run-dir", "runs/x/seed{seed}", "--mode", "batched",
                                  "--marker", "m.done"])
     both = [("dmc:cartpole-balance", 0), ("dmc:cartpole-balance", 1)]
-    monkeypatch.setattr(train_job.os, "sched_getaffinity", lambda pid: {0, 1, 2})
-    assert "--env-processes" in train_job.train_command(args, both)
-    monkeypatch.setattr(train_job.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert "--env-processes" not in train_job.train_command(args, both)
-    assert "--env-processes" not in train_job.train_command(args, both[:1])  # single runs never
+    assert "--env-processes" in train_job.train_command(args, both, cpus=3)
+    assert "--env-processes" not in train_job.train_command(args, both, cpus=2)
+    assert "--env-processes" not in train_job.train_command(args, both[:1], cpus=3)  # single runs never
+    # without `cpus`, the CPUs this process may run on decide
+    assert ("--env-processes" in train_job.train_command(args, both)) == (available_cpus() > 2)
 
 
 def test_task_pack_jobs_train_every_task_and_seed_in_one_process():
-    import train_job
-
+    train_job = load_script("train_job")
     args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:dog-run", "dmc:dog-walk", "--seeds", "0", "1",
                                  "--steps", "100", "--run-dir", "runs/x/flowrl/{task}/seed{seed}", "--mode", "batched",
                                  "--marker", "m.done", "--", "agent.hidden_dim=8"])

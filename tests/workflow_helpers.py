@@ -1,11 +1,13 @@
 """Shared helpers for the workflow tests: run Snakemake on the repository's Snakefile in a scratch directory."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
@@ -31,6 +33,14 @@ def snakemake(args: list[str], workdir: Path, timeout: float = 600, check: bool 
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc
+
+
+def load_script(name: str) -> ModuleType:
+    """workflow/scripts/<name>.py as a module (the scripts are run by path, not installed)."""
+    spec = importlib.util.spec_from_file_location(f"workflow_script_{name}", REPO / "workflow" / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_study(path: Path, **settings) -> Path:

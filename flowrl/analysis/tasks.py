@@ -1,4 +1,5 @@
-"""Task names: suite prefix, figure group, and mapping of other projects' task names to ours.
+"""Tasks in results: figure group, return bounds, and mapping of other projects' task names to ours (the name
+grammar, the suites and suite_of live in flowrl.tasknames).
 
 Our task ids are `dmc:<domain>-<task>` (dm_control names, underscores kept: dmc:finger-turn_easy),
 `gym:<id>` and `hb:<robot>-<task>-v<N>`.
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import re
 
-SUITES = ("dmc", "gym", "hb")
+from flowrl import tasknames
+from flowrl.tasknames import suite_of  # noqa: F401  (the analysis's modules import it from here)
+
+SUITES = tuple(tasknames.SUITES)
 
 # dm_control suite domains, longest first so 'ball_in_cup' wins over a shorter prefix.
 DMC_DOMAINS = tuple(sorted((
@@ -21,14 +25,6 @@ HB_ROBOTS = ("h1hand", "h1strong", "h1simplehand", "h1touch", "h1", "g1")
 
 # Figure / aggregate groups, in display order.
 GROUPS = ("DMC easy", "DMC hard", "HumanoidBench", "Gym")
-
-
-def suite_of(task: str) -> str:
-    prefix, sep, _ = task.partition(":")
-    if not sep or prefix not in SUITES:
-        raise ValueError(f"task {task!r} has no known suite prefix; expected one of "
-                         f"{', '.join(s + ':' for s in SUITES)} (e.g. dmc:cheetah-run)")
-    return prefix
 
 
 def group_of(task: str) -> str:

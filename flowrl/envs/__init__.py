@@ -7,8 +7,9 @@ of the seed. See docs/environments.md. Simulators are imported only when an adap
 from __future__ import annotations
 
 from flowrl.envs.base import Env, Step
-from flowrl.envs.catalog import SUITES, list_tasks, split_name, task_slug, validate_task
+from flowrl.envs.catalog import list_tasks, split_name, validate_task
 from flowrl.envs.common import SuiteNotInstalledError
+from flowrl.tasknames import SUITES, task_slug
 
 __all__ = ["Env", "Step", "SUITES", "SuiteNotInstalledError", "list_tasks", "make_env", "task_slug",
            "validate_task"]

@@ -1,4 +1,4 @@
-"""Task names: which exist, checking them (with suggestions), and filesystem-safe slugs.
+"""Task names: which exist and checking them (with suggestions); the name grammar itself is flowrl.tasknames.
 
 Names are `<suite>:<id>`: dmc:<domain>-<task>, gym:<gymnasium id>, hb:<HumanoidBench id>.
 Nothing here imports a simulator at module import; dm_control / gymnasium are imported when a
@@ -6,19 +6,14 @@ suite's names are needed, HumanoidBench never (its ids are a static list, see hb
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
 
+from flowrl import tasknames
 from flowrl.envs.common import SuiteNotInstalledError
 from flowrl.envs.hb_tasks import HB_BUILDABLE, HB_ROBOTS, HB_TASK_IDS, HB_TASK_NAMES
-
-SUITES = {
-    "dmc": "DeepMind Control Suite, e.g. dmc:cheetah-run",
-    "gym": "gymnasium, e.g. gym:Humanoid-v5",
-    "hb": "HumanoidBench, e.g. hb:h1hand-walk-v0",
-}
+from flowrl.tasknames import SUITES, suggest
 
 _MAIN_STACK_HINT = ("install the main stack: pip install -r requirements/lock-cpu.txt && pip install --no-deps -e . "
                     "(or conda env create -f environment.yml)")
@@ -41,21 +36,8 @@ def _import_suite_package(module: str, suite: str):
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """'dmc:cheetah-run' -> ('dmc', 'cheetah-run'); a clear ValueError for anything without a known suite."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"a task name must be a non-empty string like 'dmc:cartpole-balance', got {name!r}")
-    prefixes = ", ".join(f"{s}: ({d})" for s, d in SUITES.items())
-    suite, sep, task_id = name.partition(":")
-    if not sep:
-        hint = _suggest(name, _known_names(quiet=True))
-        raise ValueError(f"Task name {name!r} has no suite prefix; names start with one of {prefixes}.{hint}")
-    if suite not in SUITES:
-        close = difflib.get_close_matches(suite.lower(), list(SUITES), n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}:{task_id}'?" if close else ""
-        raise ValueError(f"Unknown task suite {suite!r} in {name!r}; valid prefixes: {prefixes}.{hint}")
-    if not task_id:
-        raise ValueError(f"Task name {name!r} names no task after '{suite}:'; see list_tasks('{suite}')")
-    return suite, task_id
+    """'dmc:cheetah-run' -> ('dmc', 'cheetah-run'); a name without a suite prefix gets the closest installed names."""
+    return tasknames.split_name(name, known_names=lambda: _known_names(quiet=True))
 
 
 # ------------------------------------------------------------------------------- per-suite listings
@@ -106,14 +88,6 @@ def _known_names(quiet: bool) -> list[str]:
     return names
 
 
-def _suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    if not close:  # also try ignoring case ('dmc:Cheetah-Run')
-        lowered = {c.lower(): c for c in candidates}
-        close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)]
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
 # ------------------------------------------------------------------------------------ validation
 def validate_task(name: str) -> str:
     """Return `name` if it names a task; otherwise raise ValueError with the closest valid names.
@@ -133,11 +107,11 @@ def validate_task(name: str) -> str:
         if task_id in registry:
             return name
         raise ValueError(f"Unknown gymnasium task {name!r} (not registered in gymnasium here)."
-                         f"{_suggest(name, [f'gym:{i}' for i in registry])} MuJoCo tasks: list_tasks('gym').")
+                         f"{suggest(name, [f'gym:{i}' for i in registry])} MuJoCo tasks: list_tasks('gym').")
     known = dmc_tasks()
     if name not in known:
         raise ValueError(f"Unknown DeepMind Control task {name!r} (names are dmc:<domain>-<task>, e.g. "
-                         f"dmc:cheetah-run, dmc:ball_in_cup-catch).{_suggest(name, known)}")
+                         f"dmc:cheetah-run, dmc:ball_in_cup-catch).{suggest(name, known)}")
     return name
 
 
@@ -149,13 +123,4 @@ def _unknown_hb_message(name: str, task_id: str) -> str:
         return (f"{name!r} is registered by HumanoidBench but cannot be built: it has no model of robot '{robot}' "
                 f"for '{task}'. '{task}' exists for: {', '.join(f'hb:{r}-{task}-v0' for r in robots)}")
     return (f"Unknown HumanoidBench task {name!r} (names are hb:<robot>-<task>-v0, e.g. hb:h1hand-walk-v0)."
-            f"{_suggest(name, hb_tasks())}")
-
-
-def task_slug(name: str) -> str:
-    """A filesystem-safe form of a task name: 'dmc:cartpole-balance' -> 'dmc_cartpole-balance'.
-
-    Only [A-Za-z0-9._-] survive; everything else (the suite's ':', a gymnasium namespace's '/') becomes '_'.
-    """
-    suite, task_id = split_name(name)
-    return f"{suite}_{re.sub(r'[^A-Za-z0-9._-]', '_', task_id)}"
+            f"{suggest(name, hb_tasks())}")

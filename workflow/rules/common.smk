@@ -2,21 +2,19 @@
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, update_config
 
+# Snakemake puts the Snakefile's directory, the repository root, first on sys.path: this checkout's flowrl.
+from flowrl import study as flowrl_study
+
 min_version("9.0")
 
 REPO = Path(workflow.basedir)
 SCRIPTS = REPO / "workflow" / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-sys.path.insert(1, str(REPO))  # flowrl importable without `pip install -e .`
-import flowrl_study  # noqa: E402
-
 DEFAULT_STUDY = REPO / "config" / "default.yaml"
 
 

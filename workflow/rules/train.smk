@@ -1,6 +1,7 @@
 # Training: one job per (algorithm, task, seed pack). The output is the workflow's job marker, never a run
 # directory, so Snakemake never deletes a run (or its checkpoints); train_job.py writes the marker only when
-# every run of the job holds its DONE marker. HumanoidBench tasks get their own rule for their own software.
+# every run of the job holds its DONE marker. HumanoidBench tasks get their own rule (the same but for its
+# wildcard_constraints and conda env) for their own software.
 
 TRAIN_CMD = (
     "{params.activate}"
@@ -31,26 +32,12 @@ rule train:
         TRAIN_CMD
 
 
-rule train_hb:
-    output:
-        f"{RUNS}/jobs/{{algo}}/{{task}}/seeds-{{seeds}}.done",
-    log:
-        f"{RUNS}/logs/{{algo}}/{{task}}/seeds-{{seeds}}.log",
+use rule train as train_hb with:
     wildcard_constraints:
         algo=ALGO_PATTERN,
         task=HB_TASK_PATTERN,
-    params:
-        args=train_params,
-        activate=lambda wc: activation(job_of(wc)),
-        repo=REPO,
-        script=SCRIPTS / "train_job.py",
-    threads: res_threads
-    resources:
-        **TRAIN_RESOURCES,
     conda:
         "../envs/humanoidbench.yaml"
-    shell:
-        TRAIN_CMD
 
 
 rule runs:

@@ -55,7 +55,8 @@ def build_view(runs: dict, view: Path) -> int:
     return linked
 
 
-def main(argv=None) -> int:
+def main(argv=None, run=subprocess.call) -> int:
+    """`run` starts the analysis command and returns its exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--study-json", required=True)
     p.add_argument("--runs", required=True, help="runs/<study>")
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "flowrl.analysis", "--runs", str(view), "--out", str(out), *reps,
            "--seed", str(analysis["seed"]), "--expect", str(expect), *analysis.get("extra_args", [])]
     print("+ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return run(cmd)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 from flowrl.subproc_env import available_cpus
+from flowrl.tasknames import task_slug
 from flowrl.train import flock_exclusive
-from flowrl_study import task_slug  # beside this script
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -56,8 +56,9 @@ def run_dir(args, task: str, seed: int) -> str:
     return args.run_dir.format(task=task_slug(task), seed=seed)
 
 
-def train_command(args, runs: list[tuple[str, int]]) -> list[str]:
-    """flowrl-train for these (task, seed) runs: one run, or all of them as one batched model."""
+def train_command(args, runs: list[tuple[str, int]], cpus: int | None = None) -> list[str]:
+    """flowrl-train for these (task, seed) runs: one run, or all of them as one batched model. `cpus`: the CPUs
+    the job may use (default: those this process may run on)."""
     cmd = [sys.executable, "-m", "flowrl", "--algo", args.algo, "--steps", str(args.steps), "--no-progress"]
     if len(runs) == 1:
         (task, seed), = runs
@@ -69,7 +70,7 @@ def train_command(args, runs: list[tuple[str, int]]) -> list[str]:
             raise ValueError("a batched job trains every task with every seed")
         cmd += ["--task", tasks[0]] if len(tasks) == 1 else ["--tasks", *tasks]
         cmd += ["--seeds", *map(str, seeds), "--out", args.run_dir]
-        if available_cpus() > len(runs):  # a CPU per run's environment, one for the model
+        if (available_cpus() if cpus is None else cpus) > len(runs):  # a CPU per run's environment, one for the model
             cmd.append("--env-processes")  # same results (tests/test_multiseed.py), environments stepped in parallel
     return cmd + list(args.overrides)
 

@@ -1,40 +1,29 @@
-"""A study config: defaults, validation (schema + names + override keys), and the training jobs it implies.
+"""A study config: validation (schema + names + override keys), defaults, and the training jobs it implies.
 
-Used by the Snakefile (workflow/rules/common.smk) and by the tests; importable without Snakemake:
+Used by the Snakefile (workflow/rules/common.smk), flowrl-status, flowrl-plan and the tests:
 
-    study = load_study(yaml.safe_load(open("config/default.yaml")))
+    study = load_study(yaml.safe_load(open("config/default.yaml")))   # or load_study_file("config/default.yaml")
     for job in study.jobs(): print(job.algo, job.tasks, job.seeds)
 
-Run directories: runs/<study>/<algo>/<task_slug>/seed<seed>/ (task_slug: dmc:cartpole-balance ->
-dmc_cartpole-balance), where <algo> is the name used in `algos` (a registered algorithm or a variant).
+The keys, their meaning and their defaults are the schema's, workflow/schemas/study.schema.yaml: `default:`
+entries are filled in while the config is checked against it, as snakemake's validate(config, schema,
+set_default=True) fills them. Run directories: runs/<study>/<algo>/<task_slug>/seed<seed>/ (task_slug:
+flowrl.tasknames, dmc:cartpole-balance -> dmc_cartpole-balance), where <algo> is the name used in `algos`
+(a registered algorithm or a variant).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import shlex
 from pathlib import Path
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "study.schema.yaml"
+from flowrl.tasknames import split_name, suite_of, task_slug
 
-DEFAULTS = {
-    "eval_every": 10_000,
-    "eval_episodes": 5,
-    "overrides": {},
-    "variants": {},
-    "seeds_per_job": 1,
-    "pack_mode": "auto",
-    "task_packs": [],
-    "resources": {"gpu": 0, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
-    "suite_resources": {},
-    "suite_overrides": {},
-    "software": {"activate": "", "hb_activate": ""},
-    # no reps: unless a study sets them, python -m flowrl.analysis uses its own default (stats.DEFAULT_REPS)
-    "analysis": {"seed": 0, "extra_args": []},
-}
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "study.schema.yaml"
 
 # Settings the workflow sets itself for every run; a study may not override them.
 WORKFLOW_OWNED_KEYS = {"algo", "task", "seed", "steps", "eval_every", "eval_episodes"}
@@ -44,10 +33,8 @@ class StudyError(ValueError):
     """A study config that cannot run, with what to change."""
 
 
-def task_slug(task: str) -> str:
-    """'dmc:cartpole-balance' -> 'dmc_cartpole-balance' (same rule as flowrl.envs.task_slug)."""
-    suite, _, task_id = task.partition(":")
-    return f"{suite}_{re.sub(r'[^A-Za-z0-9._-]', '_', task_id)}"
+class StudyFileError(StudyError):
+    """A study file that cannot be read or used, with what to do."""
 
 
 def override_args(overrides: dict) -> list[str]:
@@ -86,10 +73,17 @@ class TrainJob:
 
     @property
     def suite(self) -> str:
-        return self.tasks[0].partition(":")[0]  # the tasks of a pack share their suite (checked)
+        return suite_of(self.tasks[0])  # the tasks of a pack share their suite (checked)
+
+    @property
+    def rule(self) -> str:
+        """The Snakefile rule that trains it: HumanoidBench tasks have their own, for their own software."""
+        return "train_hb" if self.suite == "hb" else "train"
 
 
 class Study:
+    """A checked study config, its defaults filled in (load_study makes one): its runs and training jobs."""
+
     def __init__(self, config: dict):
         self.config = config
         self.name: str = config["study"]
@@ -117,12 +111,12 @@ class Study:
         out.update(self.config["overrides"])
         out.update(self.variants.get(algo, {}).get("overrides") or {})
         if task is not None:
-            out.update(self.config["suite_overrides"].get(task.partition(":")[0], {}).get(algo) or {})
+            out.update(self.config["suite_overrides"].get(suite_of(task), {}).get(algo) or {})
         return out
 
     def resources_for(self, task: str, n_runs: int, mode: str) -> dict:
         res = dict(self.config["resources"])
-        res.update(self.config["suite_resources"].get(task.partition(":")[0], {}))
+        res.update(self.config["suite_resources"].get(suite_of(task), {}))
         per_run = res.pop("packed_run_mem_mb", None) or res["mem_mb"]
         if mode in ("batched", "parallel"):  # every run keeps its own replay buffer and environments
             res["mem_mb"] = res["mem_mb"] + per_run * (n_runs - 1)
@@ -180,18 +174,6 @@ class Study:
 
 
 # ---------------------------------------------------------------------------------------- loading
-def with_defaults(config: dict) -> dict:
-    out = copy.deepcopy(dict(config))
-    for key, value in DEFAULTS.items():
-        if isinstance(value, dict) and key not in ("overrides", "variants", "suite_resources", "suite_overrides"):
-            merged = copy.deepcopy(value)
-            merged.update(out.get(key) or {})
-            out[key] = merged
-        else:
-            out.setdefault(key, copy.deepcopy(value))
-    return out
-
-
 def _where(error) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     return f"config key '{path}'" if path else "config"
@@ -210,16 +192,59 @@ def _schema_message(error) -> str:
     return f"{_where(error)}: {error.message}"
 
 
-def validate_schema(config: dict) -> None:
-    import jsonschema
+def _schema() -> dict:
+    if not SCHEMA_PATH.is_file():
+        raise StudyFileError(f"study files need the repository checkout ({SCHEMA_PATH} is missing); run from a clone "
+                             "of flowrl-bench, or give flowrl-status a runs folder instead")
+    return yaml.safe_load(SCHEMA_PATH.read_text())
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+
+def _filling_validator(schema: dict):
+    """A Draft 2020-12 validator that, wherever it checks an object's `properties`, first sets each absent property
+    that has a `default:` (a copy of it): the jsonschema FAQ's recipe, which snakemake.utils.validate also uses."""
+    import jsonschema
+    from jsonschema import validators
+
+    check_properties = jsonschema.Draft202012Validator.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, subschema):
+        if validator.is_type(instance, "object"):
+            for name, prop in properties.items():
+                if "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from check_properties(validator, properties, instance, subschema)
+
+    return validators.extend(jsonschema.Draft202012Validator, {"properties": fill_then_check})(schema)
+
+
+def validate_schema(config: dict) -> None:
+    """Check `config` against the schema, filling in its defaults (in place)."""
+    errors = sorted(_filling_validator(_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n".join(f"  - {_schema_message(e)}" for e in errors)
         raise StudyError(f"study config for '{config.get('study', '?')}' is invalid "
                          f"(schema: workflow/schemas/study.schema.yaml):\n{lines}")
+
+
+def _has_known_suite(task: str) -> bool:
+    try:
+        split_name(task)
+    except ValueError:
+        return False
+    return True
+
+
+def check_suites(study: Study) -> None:
+    """Every task names a known suite, which its run directories' names need (check_names, which checks the tasks
+    themselves where their simulators are installed, reports these among its problems)."""
+    problems = []
+    for task in study.tasks:
+        try:
+            split_name(task)
+        except ValueError as exc:
+            problems.append(f"tasks: {exc}")
+    if problems:
+        raise StudyError(f"study '{study.name}' cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def check_names(study: Study, available_agents: list[str], validate_task) -> None:
@@ -252,8 +277,9 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
             problems.append(f"steps: no budget for task(s) {absent}; give one per task or a single number")
         if extra:
             problems.append(f"steps: budget for task(s) {extra} that are not in tasks")
+    suited = [t for t in study.tasks if _has_known_suite(t)]  # the others are reported above
     slugs: dict[str, str] = {}
-    for task in study.tasks:
+    for task in suited:
         if task_slug(task) in slugs:
             problems.append(f"tasks: '{task}' and '{slugs[task_slug(task)]}' share the run directory name "
                             f"{task_slug(task)}")
@@ -268,7 +294,7 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
         if twice:
             problems.append(f"{where}: {twice} already in task_packs[{seen[twice[0]]}]; a task can be in one pack")
         seen.update({t: i for t in pack})
-        if len({t.partition(':')[0] for t in pack}) > 1:
+        if len({suite_of(t) for t in pack if t in suited}) > 1:
             problems.append(f"{where}: tasks of different suites ({pack}) run in different software; pack them apart")
         if len({study.steps_for(t) for t in pack if t in study.tasks and (not isinstance(steps, dict) or t in steps)}) > 1:
             problems.append(f"{where}: tasks trained together need the same steps budget")
@@ -278,7 +304,7 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
         if unknown:
             problems.append(f"suite_overrides.{suite}: {unknown} not in algos ({', '.join(study.algos)}); settings "
                             "are given per algorithm (or variant) name")
-        if not any(t.partition(":")[0] == suite for t in study.tasks):
+        if not any(suite_of(t) == suite for t in suited):
             problems.append(f"suite_overrides.{suite}: the study has no {suite}: task")
     for name, overrides in [("overrides", study.config["overrides"])] + [
             (f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()] + [
@@ -299,7 +325,7 @@ def check_overrides(study: Study, resolve) -> None:
     problems = []
     first_of_suite: dict[str, str] = {}
     for task in study.tasks:
-        first_of_suite.setdefault(task.partition(":")[0], task)
+        first_of_suite.setdefault(suite_of(task), task)
     for job in study.jobs():
         if job.seeds != study.seeds[:len(job.seeds)] or job.tasks[0] not in first_of_suite.values():
             continue  # the settings are the same for every task of a suite and seed pack of this algorithm
@@ -349,25 +375,29 @@ def normalize(value, key: str | None = None):
 
 
 def load_study(config: dict, semantic: bool = True) -> Study:
-    """Validate `config` (schema, then names/overrides when `semantic`) and return the Study."""
-    config = normalize(dict(config))
+    """Validate `config` and return the Study, its defaults filled in. Checked: the schema, then with `semantic`
+    the names, override keys and packs (the workflow's jobs skip those: the main process checked them), else only
+    the tasks' suites, which the run directories' names need."""
+    config = copy.deepcopy(normalize(dict(config)))  # defaults are filled in place: never into the caller's dicts
     validate_schema(config)
-    study = Study(with_defaults(config))
-    if semantic:
-        import logging
+    study = Study(config)
+    if not semantic:
+        check_suites(study)
+        return study
+    import logging
 
-        root_handlers = list(logging.root.handlers)  # dm_control's absl adds a root handler on import
-        try:
-            from flowrl.agents.registry import available_agents
-            from flowrl.config import nest, resolve_config
-            from flowrl.envs import validate_task
+    root_handlers = list(logging.root.handlers)  # dm_control's absl adds a root handler on import
+    try:
+        from flowrl.agents.registry import available_agents
+        from flowrl.config import nest, resolve_config
+        from flowrl.envs import validate_task
 
-            check_names(study, available_agents(), validate_task)
-            check_overrides(study, lambda settings: resolve_config(nest(settings)))
-            check_packing(study, batched_supported)
-            check_pack_shapes(study)
-        finally:
-            logging.root.handlers[:] = root_handlers
+        check_names(study, available_agents(), validate_task)
+        check_overrides(study, lambda settings: resolve_config(nest(settings)))
+        check_packing(study, batched_supported)
+        check_pack_shapes(study)
+    finally:
+        logging.root.handlers[:] = root_handlers
     return study
 
 
@@ -397,3 +427,23 @@ def batched_supported(algo: str) -> bool:
 
 def shell_quote_all(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+def load_study_file(path: str | Path) -> Study:
+    """The Study of a study YAML file, schema-checked with its defaults filled in; the names are not resolved
+    against the registry (which keeps flowrl-status and flowrl-plan quick). Raises StudyFileError."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise StudyFileError(f"cannot read study file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise StudyFileError(f"study file {path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict) or "study" not in config:
+        raise StudyFileError(f"{path} is not a study file (no 'study:' key; see config/default.yaml)")
+    try:
+        return load_study(config, semantic=False)
+    except StudyFileError:
+        raise
+    except StudyError as exc:
+        raise StudyFileError(str(exc)) from None
