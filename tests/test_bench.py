@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from flowrl.networks import onednn_linear_available
+from flowrl.cpu_kernels import onednn_linear_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_bench_speed_reports_every_figure():
     cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--task", "dmc:cartpole-swingup",
            "--algos", "flowrl", "--updates", "2", "--e2e-steps", "64", "--batch-size", "32", "--seeds", "2",
@@ -40,6 +41,7 @@ def test_bench_speed_reports_every_figure():
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
     """--shapes times the updates without building an environment (e.g. on a GPU machine without dm_control):
     a dm_control that cannot be imported changes nothing."""
@@ -57,6 +59,7 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
     assert "env steps/s" not in proc.stdout and "evaluation of" not in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_bench_speed_hidden_size_grid():
     """--hidden prints FlowRL against the official-style update at each size (one process), with a ratio per cell."""
     cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--hidden", "8",
@@ -78,6 +81,7 @@ def test_bench_speed_hidden_size_grid():
     assert bad.returncode == 2 and "--hidden [0]: hidden sizes are positive integers" in bad.stderr
 
 
+@pytest.mark.subprocess
 def test_bench_speed_head_to_head_only():
     """--head-to-head-only prints the one-process comparison and no other figure (scripts/gpu-check.sh uses it)."""
     cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
@@ -126,6 +130,7 @@ def test_plain_contenders_compute_the_same_updates(algo):
             assert all(torch.allclose(p[k], q[k], atol=1e-6) for k in p), name
 
 
+@pytest.mark.subprocess
 def test_bench_speed_sac_td3_against_plain_versions():
     cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
            "sac", "td3", "--updates", "2", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
