@@ -9,6 +9,7 @@
 #
 # See docs/workflow.md.
 
+
 report: "workflow/report/workflow.rst"
 
 
@@ -18,6 +19,6 @@ include: "workflow/rules/aggregate.smk"
 
 
 rule all:
+    default_target: True
     input:
         [] if PLAN else rules.aggregate.output,
-    default_target: True

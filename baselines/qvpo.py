@@ -26,6 +26,7 @@ agent/q_transform.py `qadv`). Differences, all deliberate:
   this file does.
 - The runner owns random start steps, replay and the batch size (official: 10000 start steps, batch 256).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -121,7 +122,9 @@ class NoiseModel(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, c: QVPOConfig):
         super().__init__()
         self.time_dim = c.time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden_dim), activation("mish"), nn.Linear(c.hidden_dim, c.time_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(c.time_dim, c.hidden_dim), activation("mish"), nn.Linear(c.hidden_dim, c.time_dim)
+        )
         self.net = mlp(act_dim + c.time_dim + obs_dim, [c.hidden_dim] * c.hidden_layers, act_dim, act="mish")
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ has it as the `--automatic_entropy_tuning` flag). Differences from that code, al
   instead of log(1 - tanh(x)^2 + 1e-6).
 The runner owns random start steps, replay and the batch size (reference: 10000 start steps, batch 256).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,8 @@ class SACConfig:
     tau: float = 0.005  # pranz24 --tau
     target_update_interval: int = 1  # pranz24 --target_update_interval
     auto_alpha: bool = True  # SAC v2 (arXiv 1812.05905); pranz24 --automatic_entropy_tuning
-    init_alpha: float = 1.0  # pranz24: log_alpha starts at 0 when tuning; with auto_alpha=False this is fixed alpha (pranz24 --alpha 0.2)
+    # pranz24: log_alpha starts at 0 when tuning; with auto_alpha=False this is the fixed alpha (pranz24 --alpha 0.2)
+    init_alpha: float = 1.0
     target_entropy: float | None = None  # None: -act_dim (pranz24 sac.py, "as given in the paper")
     log_std_min: float = -20.0  # pranz24 model.py LOG_SIG_MIN
     log_std_max: float = 2.0  # pranz24 model.py LOG_SIG_MAX

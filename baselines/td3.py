@@ -11,6 +11,7 @@ Defaults follow the authors' code, github sfujim/TD3 (TD3.py, main.py). Differen
   max_action, which is the same for symmetric boxes.
 - The runner owns random start steps, replay and the batch size (reference: 25000 start steps, batch 256).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -21,6 +21,7 @@ Reference values (mean +- std over the 3 published seeds, episode return, enviro
 A reference is printed only where the budget equals one of the tabulated step counts; comparisons at
 other budgets would need interpolation along a learning curve, which we do not pretend to have.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,17 +31,35 @@ import sys
 from pathlib import Path
 
 REFERENCE = {  # (algo, task) -> {steps: (mean, std)}; source in the module docstring
-    ("sac", "dmc:cartpole-swingup"): {100_000: (835.0, 9.5), 200_000: (842.0, 3.4), 500_000: (834.6, 23.1),
-                                      1_000_000: (838.7, 13.3)},
-    ("sac", "dmc:cheetah-run"): {100_000: (310.1, 65.3), 200_000: (573.7, 0.2), 500_000: (594.5, 173.0),
-                                 1_000_000: (730.1, 3.2)},
-    ("td3", "dmc:cartpole-swingup"): {100_000: (782.6, 99.4), 200_000: (856.1, 18.6), 500_000: (853.6, 15.9),
-                                      1_000_000: (831.8, 50.1)},
-    ("td3", "dmc:cheetah-run"): {100_000: (190.9, 157.8), 200_000: (370.4, 266.7), 500_000: (541.6, 352.3),
-                                 1_000_000: (596.2, 387.6)},
+    ("sac", "dmc:cartpole-swingup"): {
+        100_000: (835.0, 9.5),
+        200_000: (842.0, 3.4),
+        500_000: (834.6, 23.1),
+        1_000_000: (838.7, 13.3),
+    },
+    ("sac", "dmc:cheetah-run"): {
+        100_000: (310.1, 65.3),
+        200_000: (573.7, 0.2),
+        500_000: (594.5, 173.0),
+        1_000_000: (730.1, 3.2),
+    },
+    ("td3", "dmc:cartpole-swingup"): {
+        100_000: (782.6, 99.4),
+        200_000: (856.1, 18.6),
+        500_000: (853.6, 15.9),
+        1_000_000: (831.8, 50.1),
+    },
+    ("td3", "dmc:cheetah-run"): {
+        100_000: (190.9, 157.8),
+        200_000: (370.4, 266.7),
+        500_000: (541.6, 352.3),
+        1_000_000: (596.2, 387.6),
+    },
 }
-REFERENCE_SOURCES = {"sac": "TD-MPC2 results/sac (3 seeds)",
-                     "td3": "LQNew/Continuous_Control_Benchmark SpinningUp TD3 (8 seeds; a reproduction, not a paper)"}
+REFERENCE_SOURCES = {
+    "sac": "TD-MPC2 results/sac (3 seeds)",
+    "td3": "LQNew/Continuous_Control_Benchmark SpinningUp TD3 (8 seeds; a reproduction, not a paper)",
+}
 
 
 def final_return(run_dir: Path) -> float | None:
@@ -70,24 +89,50 @@ def main(argv: list[str] | None = None) -> int:
             finals = []
             for seed in args.seeds:
                 run_dir = Path(args.out) / algo / task.replace(":", "_") / f"seed{seed}"
-                rc = train_cli(["--algo", algo, "--task", task, "--seed", str(seed), "--steps", str(args.steps),
-                                "--out", str(run_dir), "--device", args.device, "--no-progress", *args.overrides])
+                rc = train_cli(
+                    [
+                        "--algo",
+                        algo,
+                        "--task",
+                        task,
+                        "--seed",
+                        str(seed),
+                        "--steps",
+                        str(args.steps),
+                        "--out",
+                        str(run_dir),
+                        "--device",
+                        args.device,
+                        "--no-progress",
+                        *args.overrides,
+                    ]
+                )
                 if rc != 0:
-                    print(f"{algo} {task} seed {seed}: flowrl-train exited {rc}; see {run_dir}/train.log", file=sys.stderr)
+                    print(
+                        f"{algo} {task} seed {seed}: flowrl-train exited {rc}; see {run_dir}/train.log", file=sys.stderr
+                    )
                     return rc
                 finals.append(final_return(run_dir))
             finals = [f for f in finals if f is not None]
             ref = REFERENCE.get((algo, task), {}).get(args.steps)
             rows.append((algo, task, finals, ref))
 
-    print(f"\nfinal evaluation return after {args.steps} environment steps ({len(args.seeds)} seed(s))"
-          + (f", overrides: {' '.join(args.overrides)}" if args.overrides else ", default (paper) settings"))
+    print(
+        f"\nfinal evaluation return after {args.steps} environment steps ({len(args.seeds)} seed(s))"
+        + (f", overrides: {' '.join(args.overrides)}" if args.overrides else ", default (paper) settings")
+    )
     print(f"{'algo':<8} {'task':<22} {'ours (mean +- std)':>20} {'reference':>16}  source")
     for algo, task, finals, ref in rows:
         mean = statistics.mean(finals) if finals else float("nan")
-        spread = f"+- {statistics.stdev(finals):<6.1f}" if len(finals) > 1 else f"{'(1 seed)':<9}"  # no std from one seed
+        spread = (
+            f"+- {statistics.stdev(finals):<6.1f}" if len(finals) > 1 else f"{'(1 seed)':<9}"
+        )  # no std from one seed
         ref_text = f"{ref[0]:.1f} +- {ref[1]:.1f}" if ref else "-"
-        source = REFERENCE_SOURCES[algo] if ref else ("none at this step count" if (algo, task) in REFERENCE else "none found")
+        source = (
+            REFERENCE_SOURCES[algo]
+            if ref
+            else ("none at this step count" if (algo, task) in REFERENCE else "none found")
+        )
         print(f"{algo:<8} {task:<22} {mean:>11.1f} {spread} {ref_text:>16}  {source}")
     return 0
 

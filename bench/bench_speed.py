@@ -15,6 +15,7 @@ Each measurement runs in a fresh process so its peak memory is its own.
     python bench/bench_speed.py --device cpu --algos flowrl --skip-e2e --rounds 12   # just the comparison
     python bench/bench_speed.py --device cpu --shapes 17x6 --hidden 64 128 256 512   # ours/official per hidden size
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def _flowrl(spec, settings, device, **kwargs):
 
     execution_keys = {f.name for f in dataclasses.fields(FlowRL.Execution)}
     cfg = build_dataclass(FlowRL.Config, {k: v for k, v in settings.items() if k not in execution_keys}, "agent")
-    execution = build_dataclass(FlowRL.Execution, {k: v for k, v in settings.items() if k in execution_keys},
-                                "execution")
+    execution = build_dataclass(
+        FlowRL.Execution, {k: v for k, v in settings.items() if k in execution_keys}, "execution"
+    )
     return FlowRL(spec, cfg, device, execution=execution, **kwargs)
 
 
@@ -107,24 +109,31 @@ def measure_updates(algo, task, device_name, n_updates, batch_size, n_seeds=1, a
     if algo == "flowrl":
         agent = _flowrl(spec, {"amp": amp, **(overrides or {})}, device, n_seeds=n_seeds)
     else:
-        agent = cls(spec, build_dataclass(cls.Config, overrides or {}, "agent"), device,
-                    **({"n_seeds": n_seeds} if n_seeds > 1 else {}))
-    buffers = [_filled_buffer(spec, device, getattr(cls, "replay_recent_fraction", 0.0), seed=i) for i in range(n_seeds)]
+        agent = cls(
+            spec,
+            build_dataclass(cls.Config, overrides or {}, "agent"),
+            device,
+            **({"n_seeds": n_seeds} if n_seeds > 1 else {}),
+        )
+    buffers = [
+        _filled_buffer(spec, device, getattr(cls, "replay_recent_fraction", 0.0), seed=i) for i in range(n_seeds)
+    ]
     if n_seeds > 1:
         from flowrl.agents.base import Batch
 
         def step(i):
             agent.update_members(Batch(*(torch.stack(x) for x in zip(*[b.sample(batch_size) for b in buffers]))), i)
     else:
+
         def step(i):
             agent.update(buffers[0].sample(batch_size), i)
+
     ups = _timed(step, n_updates, device, _warmup(device))
     return {"updates_per_s": ups, "peak_mib": _peak_mib(device)}
 
 
 def measure_official(task, device_name, n_updates, batch_size, compile_=None):
     import torch
-
     from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
@@ -144,13 +153,19 @@ def _filled_buffer(spec, device, recent_fraction, n=5_000, seed=0):
     rng = np.random.default_rng(seed)
     rb = ReplayBuffer(spec.obs_dim, spec.act_dim, 20_000, device, recent_fraction=recent_fraction)
     for _ in range(n):
-        rb.add(rng.standard_normal(spec.obs_dim), rng.uniform(spec.act_low, spec.act_high), float(rng.standard_normal()),
-               rng.standard_normal(spec.obs_dim), False)
+        rb.add(
+            rng.standard_normal(spec.obs_dim),
+            rng.uniform(spec.act_low, spec.act_high),
+            float(rng.standard_normal()),
+            rng.standard_normal(spec.obs_dim),
+            False,
+        )
     return rb
 
 
-def measure_head_to_head(task, device_name, rounds, per_round, batch_size, variants, official_variants=None,
-                         compile_official=None):
+def measure_head_to_head(
+    task, device_name, rounds, per_round, batch_size, variants, official_variants=None, compile_official=None
+):
     """FlowRL (default config plus `variants`: name -> agent overrides) and the official-style update (as its code
     runs on this device, plus `official_variants`: name -> OfficialStyleFlowRL keyword arguments) in ONE process,
     timed in alternating rounds of `per_round` updates. On a shared machine whose speed drifts by 10-25% between
@@ -160,9 +175,9 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
     import statistics
 
     import torch
+    from official_style import OfficialStyleFlowRL, filled_replay
 
     from flowrl.agents.flowrl import FlowRL
-    from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
     spec = _spec(task)
@@ -179,9 +194,12 @@ def measure_head_to_head(task, device_name, rounds, per_round, batch_size, varia
         steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
     rates = _alternating_rounds(steps, rounds, per_round, device)
     officials = [k for k in rates if k.startswith("official-style")]
-    return {"ups": {k: statistics.median(v) for k, v in rates.items()},
-            "ratio": {k: {o: statistics.median(a / b for a, b in zip(v, rates[o])) for o in officials}
-                      for k, v in rates.items()}}
+    return {
+        "ups": {k: statistics.median(v) for k, v in rates.items()},
+        "ratio": {
+            k: {o: statistics.median(a / b for a, b in zip(v, rates[o])) for o in officials} for k, v in rates.items()
+        },
+    }
 
 
 def _alternating_rounds(steps, rounds, per_round, device):
@@ -213,10 +231,10 @@ def measure_plain_head_to_head(algo, task, device_name, rounds, per_round, batch
     import statistics
 
     import torch
+    from plain_baselines import PLAIN
 
     from flowrl.agents.registry import get_agent_class
     from flowrl.config import build_dataclass
-    from plain_baselines import PLAIN
 
     device = torch.device(device_name)
     spec = _spec(task)
@@ -229,8 +247,10 @@ def measure_plain_head_to_head(algo, task, device_name, rounds, per_round, batch
         steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
     rates = _alternating_rounds(steps, rounds, per_round, device)
     ours, plain = rates
-    return {"ups": {k: statistics.median(v) for k, v in rates.items()},
-            "ratio": statistics.median(a / b for a, b in zip(rates[ours], rates[plain]))}
+    return {
+        "ups": {k: statistics.median(v) for k, v in rates.items()},
+        "ratio": statistics.median(a / b for a, b in zip(rates[ours], rates[plain])),
+    }
 
 
 def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_size, compile_official=None):
@@ -242,10 +262,10 @@ def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_siz
     import statistics
 
     import torch
+    from official_style import OfficialStyleFlowRL, filled_replay
 
     from flowrl.agents.flowrl import FlowRL
     from flowrl.cpu_kernels import onednn_linear_available
-    from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
     spec = _spec(task)
@@ -253,38 +273,52 @@ def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_siz
     buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
     variants = {"flowrl": {}}
     if device.type == "cpu" and onednn_linear_available():
-        variants.update({"flowrl, cpu_matmul=aten": {"cpu_matmul": "aten"},
-                         "flowrl, cpu_matmul=onednn": {"cpu_matmul": "onednn"}})
+        variants.update(
+            {"flowrl, cpu_matmul=aten": {"cpu_matmul": "aten"}, "flowrl, cpu_matmul=onednn": {"cpu_matmul": "onednn"}}
+        )
     steps = {}
     for h in hiddens:
         torch.manual_seed(0)
-        official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, hidden=h, compile_=compile_official,
-                                       amp=False)
+        official = OfficialStyleFlowRL(
+            spec.obs_dim, spec.act_dim, device, hidden=h, compile_=compile_official, amp=False
+        )
         steps[(h, "official-style")] = lambda i, official=official: official.update(memory, batch_size, i)
         for name, over in variants.items():
             torch.manual_seed(0)
             agent = _flowrl(spec, {"hidden_dim": h, "amp": "off", **over}, device)
             steps[(h, name)] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
     rates = _alternating_rounds(steps, rounds, per_round, device)
-    return {"ups": {h: {name: statistics.median(rates[(h, name)]) for hh, name in steps if hh == h} for h in hiddens},
-            "ratio": {h: {name: statistics.median(a / b for a, b in zip(rates[(h, name)], rates[(h, "official-style")]))
-                          for hh, name in steps if hh == h} for h in hiddens}}
+    return {
+        "ups": {h: {name: statistics.median(rates[(h, name)]) for hh, name in steps if hh == h} for h in hiddens},
+        "ratio": {
+            h: {
+                name: statistics.median(a / b for a, b in zip(rates[(h, name)], rates[(h, "official-style")]))
+                for hh, name in steps
+                if hh == h
+            }
+            for h in hiddens
+        },
+    }
 
 
 def print_hidden_grid(grid, rounds, per_round, batch_size):
     hiddens = list(grid["ups"])
     names = list(grid["ups"][hiddens[0]])
-    print(f"\nhidden-size grid: batch {batch_size}, float32, one process, {rounds} alternating rounds of {per_round} "
-          "updates; updates/s (median) and, in brackets, the median per-round ratio to the official-style update of "
-          "the same size:")
+    print(
+        f"\nhidden-size grid: batch {batch_size}, float32, one process, {rounds} alternating rounds of {per_round} "
+        "updates; updates/s (median) and, in brackets, the median per-round ratio to the official-style update of "
+        "the same size:"
+    )
     cells = {h: {n: f"{grid['ups'][h][n]:.1f} ({grid['ratio'][h][n]:.2f}x)" for n in names} for h in hiddens}
     widths = {n: max(len(n), *(len(cells[h][n]) for h in hiddens)) + 3 for n in names}
     print(f"  {'hidden':>6}" + "".join(f"{n:>{widths[n]}}" for n in names))
     for h in hiddens:
         print(f"  {h:>6}" + "".join(f"{cells[h][n]:>{widths[n]}}" for n in names))
     best = {h: max((n for n in names if n != "official-style"), key=lambda n: grid["ratio"][h][n]) for h in hiddens}
-    print("  fastest FlowRL setting per size: " + ", ".join(f"{h}: {best[h]} {grid['ratio'][h][best[h]]:.2f}x"
-                                                         for h in hiddens))
+    print(
+        "  fastest FlowRL setting per size: "
+        + ", ".join(f"{h}: {best[h]} {grid['ratio'][h][best[h]]:.2f}x" for h in hiddens)
+    )
 
 
 def measure_matmul_floor(task, device_name, batch_size):
@@ -292,12 +326,12 @@ def measure_matmul_floor(task, device_name, batch_size):
     this device's GEMM rate at the update's main shape, in float32 and bfloat16. FLOPs / rate is the time the
     matmuls alone take: no implementation of the update in that precision is faster than that."""
     import torch
+    from official_style import OfficialStyleFlowRL, filled_replay
     from torch.utils.flop_counter import FlopCounterMode
 
     from flowrl.agents.flowrl import FlowRL
     from flowrl.cpu_kernels import onednn_linear_available
     from flowrl.ensemble import EnsembleLinear
-    from official_style import OfficialStyleFlowRL, filled_replay
 
     device = torch.device(device_name)
     spec = _spec(task)
@@ -308,8 +342,10 @@ def measure_matmul_floor(task, device_name, batch_size):
     official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, compile_=False)
     memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
     flops = {}
-    for name, step in [("flowrl", lambda i: ours.update(buffer.sample(batch_size), i)),
-                       ("official-style", lambda i: official.update(memory, batch_size, i))]:
+    for name, step in [
+        ("flowrl", lambda i: ours.update(buffer.sample(batch_size), i)),
+        ("official-style", lambda i: official.update(memory, batch_size, i)),
+    ]:
         counter = FlopCounterMode(display=False)
         with counter:
             step(0)  # policy phase
@@ -325,7 +361,11 @@ def measure_matmul_floor(task, device_name, batch_size):
         layer = EnsembleLinear(2, h, h).to(device, dtype)
         layer.cpu_matmul = backend
         n = 50 if device.type == "cpu" else 2000
-        run = (lambda: layer.forward_members(a.unbind(0))) if backend == "onednn" else (lambda: layer(a))
+        run = (
+            (lambda la=layer, x=a: la.forward_members(x.unbind(0)))
+            if backend == "onednn"
+            else (lambda la=layer, x=a: la(x))
+        )
         with torch.no_grad():
             for _ in range(5):
                 run()
@@ -352,10 +392,23 @@ def measure_end_to_end(algo, task, device_name, n_steps, batch_size, overrides=N
 
     logging.getLogger("flowrl").setLevel(logging.WARNING)
     start = max(2 * batch_size, n_steps)
-    cfg = resolve_config({"algo": algo, "task": task, "steps": start + n_steps, "start_steps": start,
-                          "batch_size": batch_size, "eval_every": 10**9, "eval_at_start": False, "eval_episodes": 1,
-                          "log_every": n_steps, "checkpoint_every": 0, "progress": False, "device": device_name,
-                          "agent": overrides or {}})
+    cfg = resolve_config(
+        {
+            "algo": algo,
+            "task": task,
+            "steps": start + n_steps,
+            "start_steps": start,
+            "batch_size": batch_size,
+            "eval_every": 10**9,
+            "eval_at_start": False,
+            "eval_episodes": 1,
+            "log_every": n_steps,
+            "checkpoint_every": 0,
+            "progress": False,
+            "device": device_name,
+            "agent": overrides or {},
+        }
+    )
     with tempfile.TemporaryDirectory() as d:
         if n_seeds > 1:
             train_seeds(cfg, list(range(n_seeds)), [f"{d}/seed{s}" for s in range(n_seeds)], env_processes=True)
@@ -379,8 +432,16 @@ def measure_evaluation(algo, task, device_name, episodes, eval_envs):
     from flowrl.session import resolve_device
 
     logging.getLogger("flowrl").setLevel(logging.WARNING)
-    cfg = resolve_config({"algo": algo, "task": task, "eval_episodes": episodes, "eval_envs": eval_envs,
-                          "progress": False, "device": device_name})
+    cfg = resolve_config(
+        {
+            "algo": algo,
+            "task": task,
+            "eval_episodes": episodes,
+            "eval_envs": eval_envs,
+            "progress": False,
+            "device": device_name,
+        }
+    )
     device = resolve_device(cfg.device)
     envs = eval_envs_for(task, min(eval_envs, episodes))
     try:
@@ -434,9 +495,13 @@ def isolated(fn, *args, timeout=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="dmc:dog-run")
-    ap.add_argument("--shapes", metavar="OBSxACT", help="time the updates at these shapes (e.g. 223x38, dog-run's) "
-                    "without a simulator: no env, end-to-end or evaluation figures (e.g. on a GPU machine "
-                    "without dm_control)")
+    ap.add_argument(
+        "--shapes",
+        metavar="OBSxACT",
+        help="time the updates at these shapes (e.g. 223x38, dog-run's) "
+        "without a simulator: no env, end-to-end or evaluation figures (e.g. on a GPU machine "
+        "without dm_control)",
+    )
     ap.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when present")
     ap.add_argument("--algos", nargs="+", default=["flowrl", "sac", "td3", "qvpo"])
     ap.add_argument("--updates", type=int, default=20)
@@ -445,21 +510,43 @@ def main():
     ap.add_argument("--seeds", type=int, default=4, help="N for the N-seeds-in-one-process measurement")
     ap.add_argument("--amp", default="auto", help="FlowRL autocast setting: auto (bf16 on CUDA), off, bf16")
     ap.add_argument("--skip-e2e", action="store_true")
-    ap.add_argument("--eval-episodes", type=int, default=5, help="episodes of the evaluation timed one after another "
-                    "and all at once (eval_envs); 0 skips it")
+    ap.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=5,
+        help="episodes of the evaluation timed one after another and all at once (eval_envs); 0 skips it",
+    )
     ap.add_argument("--rounds", type=int, default=8, help="alternating rounds of the head-to-head comparison")
     ap.add_argument("--round-updates", type=int, default=5, help="updates per contender per round")
-    ap.add_argument("--official-compile", choices=["auto", "off"], default="auto",
-                    help="auto: the official-style update compiled as its code does (torch.compile max-autotune on "
-                    "CUDA; minutes of compilation), plus an eager one on CUDA; off: eager only (a quick first look)")
-    ap.add_argument("--head-to-head-only", action="store_true", help="only the one-process head to head of FlowRL "
-                    "and the official-style update (e.g. against the compiled official-style update, which compiles "
-                    "once here instead of once per figure)")
-    ap.add_argument("--hidden", type=int, nargs="+", metavar="H", help="instead of the figures above: FlowRL against "
-                    "the official-style update at these hidden sizes (e.g. 64 128 256 512), float32, one process, "
-                    "alternating --rounds of --round-updates updates, as a grid with ratios")
-    ap.add_argument("--official-timeout", type=float, default=900, help="seconds for the official-style measurement "
-                    "(its torch.compile max-autotune takes minutes on a GPU)")
+    ap.add_argument(
+        "--official-compile",
+        choices=["auto", "off"],
+        default="auto",
+        help="auto: the official-style update compiled as its code does (torch.compile max-autotune on "
+        "CUDA; minutes of compilation), plus an eager one on CUDA; off: eager only (a quick first look)",
+    )
+    ap.add_argument(
+        "--head-to-head-only",
+        action="store_true",
+        help="only the one-process head to head of FlowRL "
+        "and the official-style update (e.g. against the compiled official-style update, which compiles "
+        "once here instead of once per figure)",
+    )
+    ap.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        metavar="H",
+        help="instead of the figures above: FlowRL against "
+        "the official-style update at these hidden sizes (e.g. 64 128 256 512), float32, one process, "
+        "alternating --rounds of --round-updates updates, as a grid with ratios",
+    )
+    ap.add_argument(
+        "--official-timeout",
+        type=float,
+        default=900,
+        help="seconds for the official-style measurement (its torch.compile max-autotune takes minutes on a GPU)",
+    )
     args = ap.parse_args()
     if args.head_to_head_only and "flowrl" not in args.algos:
         ap.error("--head-to-head-only compares FlowRL with the official-style update: keep flowrl in --algos")
@@ -474,18 +561,32 @@ def main():
     import torch
 
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    print(f"# task {args.task}, batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(
+        f"# task {args.task}, batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
     if simulator:
         env = isolated(measure_env, args.task, 3000)
-        print(f"env steps/s (random actions, one process): {env['env_steps_per_s']:.0f}" if "error" not in env else
-              f"env steps/s: error: {env['error']} (--shapes OBSxACT times the updates without a simulator)")
+        print(
+            f"env steps/s (random actions, one process): {env['env_steps_per_s']:.0f}"
+            if "error" not in env
+            else f"env steps/s: error: {env['error']} (--shapes OBSxACT times the updates without a simulator)"
+        )
     for dev in devices:
         print(f"\n## device {dev}")
         if args.hidden:
             compiled = None if args.official_compile == "auto" else False
-            grid = isolated(measure_hidden_grid, args.task, dev, args.hidden, args.rounds, args.round_updates,
-                            args.batch_size, compiled, timeout=args.official_timeout)
+            grid = isolated(
+                measure_hidden_grid,
+                args.task,
+                dev,
+                args.hidden,
+                args.rounds,
+                args.round_updates,
+                args.batch_size,
+                compiled,
+                timeout=args.official_timeout,
+            )
             if "error" in grid:
                 print(f"hidden-size grid: error: {grid['error']}")
             else:
@@ -496,36 +597,55 @@ def main():
         flow_ups = flow_e2e = None  # FlowRL's own figures, for the ratios below (None when it failed)
         for algo in [] if args.head_to_head_only else args.algos:
             u = isolated(measure_updates, algo, args.task, dev, args.updates, args.batch_size, 1, args.amp)
-            e = {} if args.skip_e2e else isolated(measure_end_to_end, algo, args.task, dev, args.e2e_steps, args.batch_size)
+            e = (
+                {}
+                if args.skip_e2e
+                else isolated(measure_end_to_end, algo, args.task, dev, args.e2e_steps, args.batch_size)
+            )
             if "error" in u or "error" in e:
                 print(f"{algo:22} error: {u.get('error') or e.get('error')}")
                 continue
-            print(f"{algo:22} {u['updates_per_s']:>10.1f} {e.get('steps_per_s', float('nan')):>12.1f} "
-                  f"{max(u['peak_mib'], e.get('peak_mib', 0)):>9.0f}")
+            print(
+                f"{algo:22} {u['updates_per_s']:>10.1f} {e.get('steps_per_s', float('nan')):>12.1f} "
+                f"{max(u['peak_mib'], e.get('peak_mib', 0)):>9.0f}"
+            )
             if algo == "flowrl":
                 flow_ups, flow_e2e = u["updates_per_s"], e.get("steps_per_s")
         for algo in [a for a in args.algos if a in ("sac", "td3") and not args.head_to_head_only]:
-            plain = isolated(measure_plain_head_to_head, algo, args.task, dev, args.rounds, args.round_updates,
-                             args.batch_size)
+            plain = isolated(
+                measure_plain_head_to_head, algo, args.task, dev, args.rounds, args.round_updates, args.batch_size
+            )
             if "error" in plain:
                 print(f"{algo} against its plain eager version: error: {plain['error']}")
                 continue
             (ours, ups), (_, plain_ups) = plain["ups"].items()
-            print(f"{algo} against its plain eager version (bench/plain_baselines.py; one process, {args.rounds} "
-                  f"alternating rounds of {args.round_updates}): {ups:.1f} vs {plain_ups:.1f} updates/s, "
-                  f"{plain['ratio']:.2f}x")
+            print(
+                f"{algo} against its plain eager version (bench/plain_baselines.py; one process, {args.rounds} "
+                f"alternating rounds of {args.round_updates}): {ups:.1f} vs {plain_ups:.1f} updates/s, "
+                f"{plain['ratio']:.2f}x"
+            )
         if "flowrl" in args.algos:
             compiled = None if args.official_compile == "auto" else False
             label = "official-style FlowRL" if compiled is None or dev == "cpu" else "official-style, eager"
-            official = [(label, compiled)] + ([("official-style, eager", False)]
-                                              if dev == "cuda" and compiled is None else [])
+            official = [(label, compiled)] + (
+                [("official-style, eager", False)] if dev == "cuda" and compiled is None else []
+            )
             for name, compile_ in [] if args.head_to_head_only else official:
-                off = isolated(measure_official, args.task, dev, args.updates, args.batch_size, compile_,
-                               timeout=args.official_timeout)
+                off = isolated(
+                    measure_official,
+                    args.task,
+                    dev,
+                    args.updates,
+                    args.batch_size,
+                    compile_,
+                    timeout=args.official_timeout,
+                )
                 if "error" in off:
                     print(f"{name:22} error: {off['error']}")
                     continue
-                ratio = f"   (separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)" if flow_ups else ""
+                ratio = (
+                    f"   (separate process: ours/official {flow_ups / off['updates_per_s']:.2f}x)" if flow_ups else ""
+                )
                 print(f"{name:22} {off['updates_per_s']:>10.1f} {'':>12} {off['peak_mib']:>9.0f}{ratio}")
             variants = {"flowrl, no CUDA graphs": {"cuda_graphs": False}} if dev == "cuda" else {}
             official_variants = {}
@@ -535,13 +655,25 @@ def main():
                 variants["flowrl, cpu_matmul=aten"] = {"cpu_matmul": "aten"}  # without oneDNN's float32 GEMM
                 variants["flowrl, amp=bf16"] = {"amp": "bf16"}
                 official_variants["official-style, bf16"] = {"amp": True}  # the like-for-like contender
-            h2h = isolated(measure_head_to_head, args.task, dev, args.rounds, args.round_updates, args.batch_size,
-                           variants, official_variants, compiled, timeout=args.official_timeout)
+            h2h = isolated(
+                measure_head_to_head,
+                args.task,
+                dev,
+                args.rounds,
+                args.round_updates,
+                args.batch_size,
+                variants,
+                official_variants,
+                compiled,
+                timeout=args.official_timeout,
+            )
             if "error" in h2h:
                 print(f"head to head: error: {h2h['error']}")
             else:
-                print(f"\nhead to head, one process, {args.rounds} alternating rounds of {args.round_updates} updates "
-                      "(medians; the ratio is the median of the per-round ratios):")
+                print(
+                    f"\nhead to head, one process, {args.rounds} alternating rounds of {args.round_updates} updates "
+                    "(medians; the ratio is the median of the per-round ratios):"
+                )
                 for name, ups in h2h["ups"].items():
                     ratios = ", ".join(f"{r:.2f}x {o}" for o, r in h2h["ratio"][name].items())
                     print(f"  {name:24} {ups:>8.1f} updates/s   {ratios}")
@@ -552,41 +684,65 @@ def main():
                 print(f"matmul floor: error: {floor['error']}")
             else:
                 rates, flops = floor["rates"], floor["flops"]
-                print(f"matmul work per update: flowrl {flops['flowrl'] / 1e9:.2f} GFLOP, official-style "
-                      f"{flops['official-style'] / 1e9:.2f} GFLOP; this device's GEMM rate at the main shape: "
-                      + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()))
+                print(
+                    f"matmul work per update: flowrl {flops['flowrl'] / 1e9:.2f} GFLOP, official-style "
+                    f"{flops['official-style'] / 1e9:.2f} GFLOP; this device's GEMM rate at the main shape: "
+                    + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items())
+                )
                 for dtype, rate in rates.items():
                     ceiling = rate / flops["flowrl"]
-                    line = f"  {dtype + ' GEMMs':20}: the matmuls alone cap any implementation at {ceiling:.1f} updates/s"
+                    line = (
+                        f"  {dtype + ' GEMMs':20}: the matmuls alone cap any implementation at {ceiling:.1f} updates/s"
+                    )
                     if "error" not in h2h:
                         line += f" = {ceiling / h2h['ups']['official-style']:.2f}x the official-style rate above"
                     print(line)
-            multi = isolated(measure_updates, "flowrl", args.task, dev, max(3, args.updates // 2), args.batch_size,
-                             args.seeds, args.amp)
+            multi = isolated(
+                measure_updates,
+                "flowrl",
+                args.task,
+                dev,
+                max(3, args.updates // 2),
+                args.batch_size,
+                args.seeds,
+                args.amp,
+            )
             if "error" in multi or not flow_ups:
-                print(f"flowrl x{args.seeds} seeds batched: error: {multi.get('error', 'no one-seed figure to compare')}")
+                print(
+                    f"flowrl x{args.seeds} seeds batched: error: {multi.get('error', 'no one-seed figure to compare')}"
+                )
             else:
                 ratio = flow_ups / multi["updates_per_s"]
-                print(f"flowrl x{args.seeds} seeds batched: {multi['updates_per_s']:.1f} updates/s of all seeds together, "
-                      f"wall time per update {ratio:.2f}x one seed's ({args.seeds / ratio:.2f}x the seed-throughput), "
-                      f"peak {multi['peak_mib']:.0f} MiB")
+                print(
+                    f"flowrl x{args.seeds} seeds batched: {multi['updates_per_s']:.1f} updates/s of all seeds "
+                    "together, "
+                    f"wall time per update {ratio:.2f}x one seed's ({args.seeds / ratio:.2f}x the seed-throughput), "
+                    f"peak {multi['peak_mib']:.0f} MiB"
+                )
             if args.eval_episodes:
-                ev = {k: isolated(measure_evaluation, "flowrl", args.task, dev, args.eval_episodes, k)
-                      for k in (1, args.eval_episodes)}
+                ev = {
+                    k: isolated(measure_evaluation, "flowrl", args.task, dev, args.eval_episodes, k)
+                    for k in (1, args.eval_episodes)
+                }
                 if any("error" in v for v in ev.values()):
                     print(f"evaluation: error: {[v['error'] for v in ev.values() if 'error' in v][0]}")
                 else:
                     serial, together = ev[1]["seconds"], ev[args.eval_episodes]["seconds"]
-                    print(f"flowrl evaluation of {args.eval_episodes} episodes: {serial:.1f} s one after another, "
-                          f"{together:.1f} s all at once (eval_envs={args.eval_episodes}; {serial / together:.2f}x)")
+                    print(
+                        f"flowrl evaluation of {args.eval_episodes} episodes: {serial:.1f} s one after another, "
+                        f"{together:.1f} s all at once (eval_envs={args.eval_episodes}; {serial / together:.2f}x)"
+                    )
             if not args.skip_e2e and flow_e2e:
-                e_multi = isolated(measure_end_to_end, "flowrl", args.task, dev, args.e2e_steps, args.batch_size, None,
-                                   args.seeds)
+                e_multi = isolated(
+                    measure_end_to_end, "flowrl", args.task, dev, args.e2e_steps, args.batch_size, None, args.seeds
+                )
                 if "error" in e_multi:
                     print(f"flowrl x{args.seeds} seeds end to end: error: {e_multi['error']}")
                 else:
-                    print(f"flowrl x{args.seeds} seeds end to end (env processes): {e_multi['steps_per_s']:.1f} steps/s "
-                          f"per seed, wall time per step {flow_e2e / e_multi['steps_per_s']:.2f}x one seed's")
+                    print(
+                        f"flowrl x{args.seeds} seeds end to end (env processes): {e_multi['steps_per_s']:.1f} steps/s "
+                        f"per seed, wall time per step {flow_e2e / e_multi['steps_per_s']:.2f}x one seed's"
+                    )
 
 
 if __name__ == "__main__":

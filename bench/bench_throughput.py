@@ -4,6 +4,7 @@ Prints numbers (asserts nothing), on the CPU and, when present, a GPU. bench_spe
 
     python bench/bench_throughput.py [--task dmc:dog-run]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,19 @@ def main():
     import torch
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"# task {args.task}; env steps/s (random actions): {isolated(measure_env, args.task, 3000)['env_steps_per_s']:.0f}")
+    print(
+        f"# task {args.task}; env steps/s (random actions): "
+        f"{isolated(measure_env, args.task, 3000)['env_steps_per_s']:.0f}"
+    )
     print(f"{'config':8} {'device':6} {'hidden':>6} {'batch':>5} {'updates/s':>10} {'end-to-end steps/s':>19}")
     for name, (agent, batch) in CONFIGS.items():
         for dev in devices:
             u = isolated(measure_updates, "flowrl", args.task, dev, args.updates, batch, 1, "auto", agent)
             e = isolated(measure_end_to_end, "flowrl", args.task, dev, args.e2e_steps, batch, agent)
-            print(f"{name:8} {dev:6} {agent['hidden_dim']:>6} {batch:>5} {u['updates_per_s']:>10.1f} {e['steps_per_s']:>19.1f}")
+            print(
+                f"{name:8} {dev:6} {agent['hidden_dim']:>6} {batch:>5} {u['updates_per_s']:>10.1f} "
+                f"{e['steps_per_s']:>19.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ largest parameter, RTOL_STEP = 1e-3. Prints one row per quantity and update, a s
 exit status 0 when every row passes, 1 when any exceeds its tolerance (or the two draw their noise
 differently), 2 when PATH is not a usable official checkout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,13 +105,17 @@ def load_official(path: str | Path) -> types.SimpleNamespace:
     """Import the official model/ modules from `path`, adapted to run on the CPU, uncompiled."""
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
-        raise NotOfficialCheckout(f"--official {path}: no such directory. Clone the official code first: "
-                                  "git clone https://github.com/bytedance/FlowRL")
+        raise NotOfficialCheckout(
+            f"--official {path}: no such directory. Clone the official code first: "
+            "git clone https://github.com/bytedance/FlowRL"
+        )
     missing = [f for f in OFFICIAL_FILES if not (path / f).is_file()]
     if missing:
-        raise NotOfficialCheckout(f"--official {path} is not a checkout of github bytedance/FlowRL: it lacks "
-                                  f"{', '.join(missing)}. Point --official at the directory holding model/algo.py "
-                                  "(git clone https://github.com/bytedance/FlowRL)")
+        raise NotOfficialCheckout(
+            f"--official {path} is not a checkout of github bytedance/FlowRL: it lacks "
+            f"{', '.join(missing)}. Point --official at the directory holding model/algo.py "
+            "(git clone https://github.com/bytedance/FlowRL)"
+        )
     for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
         del sys.modules[name]
     package = types.ModuleType(PACKAGE)
@@ -122,21 +127,27 @@ def load_official(path: str | Path) -> types.SimpleNamespace:
         algo = importlib.import_module(f"{PACKAGE}.algo")
         model = importlib.import_module(f"{PACKAGE}.model")
     except Exception as exc:  # noqa: BLE001 - anything the foreign module raises is reported as such
-        raise NotOfficialCheckout(f"importing the official model/algo.py from {path} failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+        raise NotOfficialCheckout(
+            f"importing the official model/algo.py from {path} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         torch.compile = compile_
-    needed = {"algo": (algo, ("flowAC", "Policy_flow", "CFM_MIN", "CFM_MAX")),
-              "model": (model, ("QNetwork", "ValueNetwork", "Policy_flow"))}
+    needed = {
+        "algo": (algo, ("flowAC", "Policy_flow", "CFM_MIN", "CFM_MAX")),
+        "model": (model, ("QNetwork", "ValueNetwork", "Policy_flow")),
+    }
     lacking = [f"model/{m}.py: {a}" for m, (mod, attrs) in needed.items() for a in attrs if not hasattr(mod, a)]
     if lacking:
-        raise NotOfficialCheckout(f"{path} does not look like the official FlowRL code this script knows "
-                                  f"(missing {', '.join(lacking)}); it was written against commit "
-                                  "e26279b331a7fb08668dc39d925ce2e9c82b2321")
+        raise NotOfficialCheckout(
+            f"{path} does not look like the official FlowRL code this script knows "
+            f"(missing {', '.join(lacking)}); it was written against commit "
+            "e26279b331a7fb08668dc39d925ce2e9c82b2321"
+        )
     algo.compile_model = False  # flowAC.__init__ would torch.compile five networks
     algo.Policy_flow = _cpu_policy_factory(model.Policy_flow)
-    return types.SimpleNamespace(path=path, algo=algo, model=model, commit=official_commit(path),
-                                 defaults=official_defaults(path))
+    return types.SimpleNamespace(
+        path=path, algo=algo, model=model, commit=official_commit(path), defaults=official_defaults(path)
+    )
 
 
 def _cpu_policy_factory(policy_cls):
@@ -187,14 +198,17 @@ class Draws:
             raise DrawOrderError(f"the official code drew torch.{kind}{shape} where our update draws nothing more")
         want_kind, what, tensor = self.queue.pop(0)
         if want_kind != kind or tuple(tensor.shape) != shape:
-            raise DrawOrderError(f"the official code drew torch.{kind}{shape} where our update draws {what} "
-                                 f"(torch.{want_kind}{tuple(tensor.shape)}): the two consume noise differently")
+            raise DrawOrderError(
+                f"the official code drew torch.{kind}{shape} where our update draws {what} "
+                f"(torch.{want_kind}{tuple(tensor.shape)}): the two consume noise differently"
+            )
         return tensor.clone()
 
     def check_empty(self, where: str) -> None:
         if self.queue:
-            raise DrawOrderError(f"{where}: the official code did not draw {[w for _, w, _ in self.queue]}, "
-                                 "which our update draws")
+            raise DrawOrderError(
+                f"{where}: the official code did not draw {[w for _, w, _ in self.queue]}, which our update draws"
+            )
 
 
 class TorchProxy:
@@ -218,8 +232,10 @@ class TorchProxy:
 
     def normal(self, mean, std, size=None, **_kw):
         if size is None or (mean, std) != (0, 1):
-            raise DrawOrderError(f"the official code drew torch.normal({mean}, {std}, size={size}); this script "
-                                 "serves only standard normal draws of a given size")
+            raise DrawOrderError(
+                f"the official code drew torch.normal({mean}, {std}, size={size}); this script "
+                "serves only standard normal draws of a given size"
+            )
         return self._draws.take("normal", size)
 
     def clamp(self, x, *args, **kwargs):
@@ -278,8 +294,17 @@ def record_calls(obj, attr: str, record: dict, key: str, squeeze_member: bool):
 
 # ------------------------------------------------------------------------------------------ weights
 # Our value trunk (flowrl.agents.flowrl.value_trunk) by index -> the official critic/value layer names.
-TRUNK = {0: "{input}", 1: "{block}.0", 2: "{block}.1", 3: "{block}.2", 5: "{block}.4", 6: "{block}.5",
-         8: "{block}.7", 9: "{block}.8", 10: "{output}"}
+TRUNK = {
+    0: "{input}",
+    1: "{block}.0",
+    2: "{block}.1",
+    3: "{block}.2",
+    5: "{block}.4",
+    6: "{block}.5",
+    8: "{block}.7",
+    9: "{block}.8",
+    10: "{output}",
+}
 POLICY = {0: "linear1", 1: "LayerNorm", 3: "linear2", 4: "LayerNorm2", 6: "linear3"}
 
 
@@ -294,10 +319,13 @@ def _pairs(ours_seq, official_module, names: dict, member: int, fmt: dict) -> li
         for pname in ("weight", "bias"):
             key = f"{name}.{pname}"
             if key not in off:
-                raise NotOfficialCheckout(f"the official network has no parameter {key!r}: its layout differs from "
-                                          "the one this script maps (model/model.py changed?)")
-            out.append((key, getattr(layer, pname), member, off[key],
-                        pname == "weight" and isinstance(layer, EnsembleLinear)))
+                raise NotOfficialCheckout(
+                    f"the official network has no parameter {key!r}: its layout differs from "
+                    "the one this script maps (model/model.py changed?)"
+                )
+            out.append(
+                (key, getattr(layer, pname), member, off[key], pname == "weight" and isinstance(layer, EnsembleLinear))
+            )
     return out
 
 
@@ -306,26 +334,45 @@ def network_pairs(agent: FlowRL, off) -> dict[str, list]:
     must be paired, with the same number of values."""
     nets = {}
     for name in ("critic", "critic_target", "buffer_critic", "buffer_critic_target"):
-        nets[name] = [p for head in (1, 2) for p in _pairs(
-            getattr(agent, name).net, _official_module(off, name), TRUNK, head - 1,
-            {"input": f"Q{head}_input", "block": f"Q{head}_block", "output": f"Q{head}_output"})]
-    nets["value"] = _pairs(agent.value, off.V_critic_buffer, TRUNK, 0,
-                           {"input": "v_input", "block": "block", "output": "v_output"})
+        nets[name] = [
+            p
+            for head in (1, 2)
+            for p in _pairs(
+                getattr(agent, name).net,
+                _official_module(off, name),
+                TRUNK,
+                head - 1,
+                {"input": f"Q{head}_input", "block": f"Q{head}_block", "output": f"Q{head}_output"},
+            )
+        ]
+    nets["value"] = _pairs(
+        agent.value, off.V_critic_buffer, TRUNK, 0, {"input": "v_input", "block": "block", "output": "v_output"}
+    )
     nets["policy"] = _pairs(agent.policy.net, off.policy, POLICY, 0, {})
     for name, pairs in nets.items():
         official = dict(_official_module(off, name).named_parameters())
         unmapped = sorted(set(official) - {p[0] for p in pairs})
         wrong = [p[0] for p in pairs if ours_in_official_layout(p[1], p[2], p[4]).shape != p[3].shape]
         if unmapped or wrong:
-            raise NotOfficialCheckout(f"official {name}: parameters this script does not map {unmapped} or maps to "
-                                      f"another shape {wrong} (model/model.py changed?)")
+            raise NotOfficialCheckout(
+                f"official {name}: parameters this script does not map {unmapped} or maps to "
+                f"another shape {wrong} (model/model.py changed?)"
+            )
     return nets
 
 
 def _official_module(off, ours_name: str):
-    return getattr(off, {"critic": "critic", "critic_target": "critic_target", "buffer_critic": "critic_buffer",
-                         "buffer_critic_target": "critic_target_buffer", "value": "V_critic_buffer",
-                         "policy": "policy"}[ours_name])
+    return getattr(
+        off,
+        {
+            "critic": "critic",
+            "critic_target": "critic_target",
+            "buffer_critic": "critic_buffer",
+            "buffer_critic_target": "critic_target_buffer",
+            "value": "V_critic_buffer",
+            "policy": "policy",
+        }[ours_name],
+    )
 
 
 def ours_in_official_layout(param: torch.Tensor, member: int, linear_weight: bool) -> torch.Tensor:
@@ -382,8 +429,12 @@ def compare(quantity: str, ours: list[torch.Tensor], official: list[torch.Tensor
 
 
 # --------------------------------------------------------------------------------------- optimisers
-OPTIMISERS = {"critic": ("critic_opt", "critic_optim"), "buffer_critic": ("buffer_critic_opt", "critic_buffer_optim"),
-              "value": ("value_opt", "V_critic_buffer_optim"), "policy": ("policy_opt", "policy_optim")}
+OPTIMISERS = {
+    "critic": ("critic_opt", "critic_optim"),
+    "buffer_critic": ("buffer_critic_opt", "critic_buffer_optim"),
+    "value": ("value_opt", "V_critic_buffer_optim"),
+    "policy": ("policy_opt", "policy_optim"),
+}
 TARGETS = {"critic_target": "critic", "buffer_critic_target": "buffer_critic"}
 
 
@@ -397,10 +448,12 @@ def snapshot_before_step(opt, store: dict, key: str) -> None:
         for group in opt.param_groups:
             for prm in group["params"]:
                 st = opt.state.get(prm, {})
-                snap[prm] = (prm.grad.detach().clone(),
-                             st["exp_avg"].clone() if "exp_avg" in st else torch.zeros_like(prm),
-                             st["exp_avg_sq"].clone() if "exp_avg_sq" in st else torch.zeros_like(prm),
-                             float(st["step"]) if "step" in st else 0.0)
+                snap[prm] = (
+                    prm.grad.detach().clone(),
+                    st["exp_avg"].clone() if "exp_avg" in st else torch.zeros_like(prm),
+                    st["exp_avg_sq"].clone() if "exp_avg_sq" in st else torch.zeros_like(prm),
+                    float(st["step"]) if "step" in st else 0.0,
+                )
         store[key] = snap
         return inner(*args, **kwargs)
 
@@ -439,7 +492,7 @@ def parameter_row(quantity, ours_now, off_now, before, explained) -> Row:
     step difference of up to 2 lr)."""
     step = max(float((o.detach() - b).abs().max()) for o, b in zip(off_now, before))
     scale = max(float(o.detach().abs().max()) for o in off_now)
-    atol = RTOL_STEP * step + 4 * 2.0 ** -23 * scale
+    atol = RTOL_STEP * step + 4 * 2.0**-23 * scale
     max_abs, excess, amplified, count = 0.0, 0.0, 0, 0
     for a, b, e in zip(ours_now, off_now, explained):
         diff = (a.detach().double() - b.detach().double()).abs()
@@ -447,8 +500,11 @@ def parameter_row(quantity, ours_now, off_now, before, explained) -> Row:
         excess = max(excess, float((diff - e).max()))
         amplified += int(((diff > atol) & (e > atol)).sum())
         count += diff.numel()
-    note = (f"{amplified} values with gradients at rounding level differ by what Adam makes of that rounding"
-            if amplified else "")
+    note = (
+        f"{amplified} values with gradients at rounding level differ by what Adam makes of that rounding"
+        if amplified
+        else ""
+    )
     # The row passes when the unexplained part is within ATOL; it reports max_abs and, as tolerance, ATOL.
     return Row(quantity, count, max_abs, step, RTOL_STEP, note, limit=atol, excess=excess)
 
@@ -474,18 +530,38 @@ class ReplayStub:
         return s, a, r, s2, m
 
 
-def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, updates=6, seed=0,
-              act_states=8, log=print, agent_overrides=None) -> tuple[list[Row], dict]:
+def run_check(
+    official_path,
+    obs_dim=17,
+    act_dim=6,
+    hidden=None,
+    batch=None,
+    updates=6,
+    seed=0,
+    act_states=8,
+    log=print,
+    agent_overrides=None,
+) -> tuple[list[Row], dict]:
     """Rows of the comparison and facts about it. `agent_overrides`: FlowRLConfig settings for our side (the
     tests use them to check that a changed update is caught)."""
     off_mods = load_official(official_path)
     d = off_mods.defaults
     hidden = hidden or int(d.get("hidden_size", 512))
     batch = batch or int(d.get("batch_size", 256))
-    args = types.SimpleNamespace(gamma=d["gamma"], tau=d["tau"], quantile=d["quantile"], lamda=d["lamda"],
-                                 epsilon=d["epsilon"], policy=d["policy"], steps=d["steps"], lr=d["lr"],
-                                 target_update_interval=d["target_update_interval"], hidden_size=hidden,
-                                 cuda=False, device=0)
+    args = types.SimpleNamespace(
+        gamma=d["gamma"],
+        tau=d["tau"],
+        quantile=d["quantile"],
+        lamda=d["lamda"],
+        epsilon=d["epsilon"],
+        policy=d["policy"],
+        steps=d["steps"],
+        lr=d["lr"],
+        target_update_interval=d["target_update_interval"],
+        hidden_size=hidden,
+        cuda=False,
+        device=0,
+    )
     # Non-unit, asymmetric bounds so the action rescaling is checked too (DMC's are [-1, 1]).
     low = np.linspace(-1.0, -2.0, act_dim).astype(np.float32)
     high = np.linspace(1.0, 0.5, act_dim).astype(np.float32)
@@ -493,15 +569,22 @@ def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, upd
     official = off_mods.algo.flowAC(obs_dim, Box(low, high), args)
 
     ours_cfg = FlowRLConfig(hidden_dim=hidden, **(agent_overrides or {}))
-    settings = [("gamma", ours_cfg.gamma, d["gamma"]), ("tau", ours_cfg.tau, d["tau"]),
-                ("expectile (quantile)", ours_cfg.quantile, d["quantile"]), ("lambda", ours_cfg.lam, d["lamda"]),
-                ("lr", ours_cfg.lr, d["lr"]), ("target_update_interval", ours_cfg.target_update_interval,
-                                               d["target_update_interval"]),
-                ("flow steps", ours_cfg.flow_steps, d["steps"]), ("exploration noise (epsilon)",
-                                                                  ours_cfg.exploration_noise, d["epsilon"]),
-                ("hidden (default)", FlowRLConfig().hidden_dim, d["hidden_size"]),
-                ("flow-matching weight clamp", (ours_cfg.weight_min, ours_cfg.weight_max),
-                 (off_mods.algo.CFM_MIN, off_mods.algo.CFM_MAX))]
+    settings = [
+        ("gamma", ours_cfg.gamma, d["gamma"]),
+        ("tau", ours_cfg.tau, d["tau"]),
+        ("expectile (quantile)", ours_cfg.quantile, d["quantile"]),
+        ("lambda", ours_cfg.lam, d["lamda"]),
+        ("lr", ours_cfg.lr, d["lr"]),
+        ("target_update_interval", ours_cfg.target_update_interval, d["target_update_interval"]),
+        ("flow steps", ours_cfg.flow_steps, d["steps"]),
+        ("exploration noise (epsilon)", ours_cfg.exploration_noise, d["epsilon"]),
+        ("hidden (default)", FlowRLConfig().hidden_dim, d["hidden_size"]),
+        (
+            "flow-matching weight clamp",
+            (ours_cfg.weight_min, ours_cfg.weight_max),
+            (off_mods.algo.CFM_MIN, off_mods.algo.CFM_MAX),
+        ),
+    ]
     agent = FlowRL(EnvSpec(obs_dim, act_dim, low, high), ours_cfg, "cpu")
     pairs = network_pairs(agent, official)
     copy_official_into_ours(pairs)
@@ -538,8 +621,10 @@ def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, upd
         r = torch.randn(batch, generator=gen)
         s2 = torch.randn(batch, obs_dim, generator=gen)
         m = (torch.rand(batch, generator=gen) > 0.1).float()  # some terminal transitions
-        noise_raw = {"a0": torch.randn(batch, act_dim, generator=gen),
-                     "next_a0": torch.randn(batch, act_dim, generator=gen)}
+        noise_raw = {
+            "a0": torch.randn(batch, act_dim, generator=gen),
+            "next_a0": torch.randn(batch, act_dim, generator=gen),
+        }
         draws.push("randn_like", "a_0 for flow matching", noise_raw["a0"])
         draws.push("normal", "a_0 for pi(s')", noise_raw["next_a0"])
         if phase:
@@ -547,8 +632,10 @@ def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, upd
             noise_raw["t"] = torch.rand(batch, 1, generator=gen)
             draws.push("normal", "a_0 for pi(s)", noise_raw["pi_a0"])
             draws.push("rand", "flow-matching times t", noise_raw["t"])
-        ours_noise = {k: (v if k == "t" else v.clamp(-ours_cfg.noise_clip, ours_cfg.noise_clip))[None]
-                      for k, v in noise_raw.items()}
+        ours_noise = {
+            k: (v if k == "t" else v.clamp(-ours_cfg.noise_clip, ours_cfg.noise_clip))[None]
+            for k, v in noise_raw.items()
+        }
         resync(pairs, agent, official)
         before = {n: [p[3].detach().clone() for p in pl] for n, pl in pairs.items()}
         for store in (rec_o, rec_u, steps_u, steps_o):
@@ -557,20 +644,34 @@ def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, upd
         memory.next = (s.numpy(), a.numpy(), r.numpy(), s2.numpy(), m.numpy())
         official.update_parameters(memory, batch, u)
         draws.check_empty(f"update {u}")
-        agent.update_noise = lambda b, p, _n=ours_noise: dict(_n) if (b, p) == (batch, phase) else _bad_noise(b, p)
+        agent.update_noise = lambda b, p, _n=ours_noise, _k=(batch, phase): (
+            dict(_n) if (b, p) == _k else _bad_noise(b, p)
+        )
         metrics = agent.update_members(Batch(s[None], a[None], r[:, None][None], s2[None], m[:, None][None]), u)
 
         tag = f"update {u}{' (policy + targets)' if phase else ''}"
         for name in ("critic", "critic_target", "buffer_critic", "buffer_critic_target", "value", "policy"):
-            rows.append(compare(f"{tag}: {name} outputs", rec_u.get(f"out:{name}", []),
-                                rec_o.get(f"out:{name}", [])))
-        rows.append(compare(f"{tag}: sampled actions pi(s'){', pi(s)' if phase else ''}", rec_u.get("actions", []),
-                            rec_o.get("actions", [])))
+            rows.append(compare(f"{tag}: {name} outputs", rec_u.get(f"out:{name}", []), rec_o.get(f"out:{name}", [])))
+        rows.append(
+            compare(
+                f"{tag}: sampled actions pi(s'){', pi(s)' if phase else ''}",
+                rec_u.get("actions", []),
+                rec_o.get("actions", []),
+            )
+        )
         losses = rec_o.get("losses", [])
         names = ["critic_loss", "buffer_critic_loss", "value_loss"] + (["policy_loss"] if phase else [])
         if len(losses) != len(names):
-            rows.append(Row(f"{tag}: losses", 0, math.inf, 0.0, RTOL,
-                            f"the official update scaled {len(losses)} losses, ours computes {len(names)}"))
+            rows.append(
+                Row(
+                    f"{tag}: losses",
+                    0,
+                    math.inf,
+                    0.0,
+                    RTOL,
+                    f"the official update scaled {len(losses)} losses, ours computes {len(names)}",
+                )
+            )
         else:
             for name, off_loss in zip(names, losses):
                 rows.append(compare(f"{tag}: {name}", [metrics[name][0]], [off_loss]))
@@ -605,8 +706,9 @@ def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, upd
                 ours_m = [ours_in_official_layout(o_opt.state[p[1]][key], p[2], p[4]) for p in pairs[name]]
                 off_m = [f_opt.state[p[3]][key] for p in pairs[name]]
                 rows.append(compare(f"{tag}: {name} Adam {label} moment", ours_m, off_m))
-            counts = {float(o_opt.state[p[1]]["step"]) for p in pairs[name]} | \
-                {float(f_opt.state[p[3]]["step"]) for p in pairs[name]}
+            counts = {float(o_opt.state[p[1]]["step"]) for p in pairs[name]} | {
+                float(f_opt.state[p[3]]["step"]) for p in pairs[name]
+            }
             if len(counts) != 1:
                 rows.append(Row(f"{tag}: {name} Adam step count", 0, math.inf, 0.0, RTOL, f"counts differ: {counts}"))
         for name, plist in pairs.items():
@@ -627,22 +729,36 @@ def run_check(official_path, obs_dim=17, act_dim=6, hidden=None, batch=None, upd
             raw = torch.randn(1, act_dim, generator=gen)
             draws.push("normal", "a_0 for acting", raw)
             if not evaluate:
-                draws.push("rand_like", "exploration noise (scaled by epsilon = 0)", torch.rand(1, act_dim, generator=gen))
+                draws.push(
+                    "rand_like", "exploration noise (scaled by epsilon = 0)", torch.rand(1, act_dim, generator=gen)
+                )
             off_act.append(torch.as_tensor(official.select_action(obs.numpy(), evaluate=evaluate)))
             draws.check_empty("acting")
-            agent.flow_noise = lambda b, generators=None, _r=raw: _r.clamp(-ours_cfg.noise_clip,
-                                                                           ours_cfg.noise_clip)[None]
+            agent.flow_noise = lambda b, generators=None, _r=raw: _r.clamp(-ours_cfg.noise_clip, ours_cfg.noise_clip)[
+                None
+            ]
             ours_act.append(agent.act(obs[None], deterministic=evaluate)[0])
         rows.append(compare(f"acting with fixed noise ({'evaluation' if evaluate else 'training'})", ours_act, off_act))
-    info = {"commit": off_mods.commit, "path": str(off_mods.path), "hidden": hidden, "batch": batch,
-            "updates": updates, "obs_dim": obs_dim, "act_dim": act_dim, "settings": settings,
-            "cpu_matmul": agent.cpu_matmul, "torch": torch.__version__}
+    info = {
+        "commit": off_mods.commit,
+        "path": str(off_mods.path),
+        "hidden": hidden,
+        "batch": batch,
+        "updates": updates,
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "settings": settings,
+        "cpu_matmul": agent.cpu_matmul,
+        "torch": torch.__version__,
+    }
     return rows, info
 
 
 def _bad_noise(batch_size, policy_phase):
-    raise DrawOrderError(f"our update asked for noise of batch {batch_size}, policy phase {policy_phase}, "
-                         "which this script did not prepare (the delayed-update schedules differ)")
+    raise DrawOrderError(
+        f"our update asked for noise of batch {batch_size}, policy phase {policy_phase}, "
+        "which this script did not prepare (the delayed-update schedules differ)"
+    )
 
 
 def format_table(rows: list[Row]) -> str:
@@ -651,8 +767,10 @@ def format_table(rows: list[Row]) -> str:
     for r in rows:
         tol = f"{r.rtol:>7.0e}" if r.limit is None else f"{r.limit:>7.1e}"
         note = r.note if r.limit is None else f"unexplained {r.excess:.1e}" + (f"; {r.note}" if r.note else "")
-        lines.append(f"{r.quantity:<{w}}  {r.count:>8}  {r.max_abs:>13.3e}  {r.scale:>10.3e}  {r.rel:>9.2e}  "
-                     f"{tol}  {'yes' if r.ok else 'NO'}{'  ' + note if note else ''}")
+        lines.append(
+            f"{r.quantity:<{w}}  {r.count:>8}  {r.max_abs:>13.3e}  {r.scale:>10.3e}  {r.rel:>9.2e}  "
+            f"{tol}  {'yes' if r.ok else 'NO'}{'  ' + note if note else ''}"
+        )
     return "\n".join(lines)
 
 
@@ -677,15 +795,20 @@ def summarise(rows: list[Row]) -> str:
             tol, rel = f"{worst.limit:.1e}", max(r.rel for r in rs)
             amplified = sum(int(r.note.split()[0]) for r in rs if r.note)
             note = f"unexplained <= {worst.excess:.1e}" + (
-                f"; {amplified} values with rounding-level gradients, differences explained by Adam" if amplified else "")
-        lines.append(f"{key:<{w}}  {len(rs):>4}  {max_abs:>13.3e}  {rel:>9.2e}  {tol:>9}  {'yes' if ok else 'NO '}"
-                     f"  {note}")
+                f"; {amplified} values with rounding-level gradients, differences explained by Adam"
+                if amplified
+                else ""
+            )
+        lines.append(
+            f"{key:<{w}}  {len(rs):>4}  {max_abs:>13.3e}  {rel:>9.2e}  {tol:>9}  {'yes' if ok else 'NO '}  {note}"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--official", required=True, help="your checkout of github bytedance/FlowRL")
     ap.add_argument("--obs-dim", type=int, default=17)
     ap.add_argument("--act-dim", type=int, default=6)
@@ -698,8 +821,16 @@ def main(argv=None) -> int:
         ap.error("--updates must be at least 2 (one update with and one without the delayed policy step)")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     try:
-        rows, info = run_check(args.official, args.obs_dim, args.act_dim, args.hidden, args.batch, args.updates,
-                               args.seed, log=lambda m: print(m, file=sys.stderr))
+        rows, info = run_check(
+            args.official,
+            args.obs_dim,
+            args.act_dim,
+            args.hidden,
+            args.batch,
+            args.updates,
+            args.seed,
+            log=lambda m: print(m, file=sys.stderr),
+        )
     except NotOfficialCheckout as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -707,9 +838,11 @@ def main(argv=None) -> int:
         print(f"MISMATCH: {exc}", file=sys.stderr)
         return 1
     print(f"# official code: {info['path']} at commit {info['commit'] or 'unknown (not a git checkout)'}")
-    print(f"# torch {info['torch']}, CPU, float32 (the official bf16 autocast is CUDA-only), our cpu_matmul="
-          f"{info['cpu_matmul']}; obs {info['obs_dim']}, act {info['act_dim']}, hidden {info['hidden']}, "
-          f"batch {info['batch']}, {info['updates']} updates")
+    print(
+        f"# torch {info['torch']}, CPU, float32 (the official bf16 autocast is CUDA-only), our cpu_matmul="
+        f"{info['cpu_matmul']}; obs {info['obs_dim']}, act {info['act_dim']}, hidden {info['hidden']}, "
+        f"batch {info['batch']}, {info['updates']} updates"
+    )
     print("# defaults, ours vs official:")
     for name, ours, theirs in info["settings"]:
         print(f"#   {name}: {ours!r} vs {theirs!r}{'' if ours == theirs else '  DIFFERENT'}")
@@ -720,16 +853,20 @@ def main(argv=None) -> int:
     bad = [r for r in rows if not r.ok]
     settings_differ = [n for n, o, t in info["settings"] if o != t]
     if bad or settings_differ:
-        print(f"VERDICT: MISMATCH: {len(bad)} of {len(rows)} quantities exceed float32 rounding"
-              + (f"; default settings differ: {settings_differ}" if settings_differ else "")
-              + (f" (first: {bad[0].quantity}, {bad[0].rel:.2e} relative)" if bad else ""))
+        print(
+            f"VERDICT: MISMATCH: {len(bad)} of {len(rows)} quantities exceed float32 rounding"
+            + (f"; default settings differ: {settings_differ}" if settings_differ else "")
+            + (f" (first: {bad[0].quantity}, {bad[0].rel:.2e} relative)" if bad else "")
+        )
         return 1
     relative = [r for r in rows if r.limit is None]
     worst = max(relative, key=lambda r: r.rel)
     worst_param = max((r for r in rows if r.limit is not None), key=lambda r: r.excess / r.limit)
-    print(f"VERDICT: EQUIVALENT: all {len(rows)} quantities agree to float32 rounding (largest relative difference "
-          f"{worst.rel:.2e}, at '{worst.quantity}'; parameters differ by at most {worst_param.excess:.1e} beyond what "
-          f"Adam makes of the gradients' rounding, against a tolerance of {worst_param.limit:.1e})")
+    print(
+        f"VERDICT: EQUIVALENT: all {len(rows)} quantities agree to float32 rounding (largest relative difference "
+        f"{worst.rel:.2e}, at '{worst.quantity}'; parameters differ by at most {worst_param.excess:.1e} beyond what "
+        f"Adam makes of the gradients' rounding, against a tolerance of {worst_param.limit:.1e})"
+    )
     return 0
 
 

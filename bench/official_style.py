@@ -8,6 +8,7 @@ as its model/algo.py does), and its replay: a Python list of transition tuples s
 `random.sample` (80% uniform, 20% from the last 2048), stacked with NumPy and copied to the device
 every update. Nothing here is used for training; it only exists to be timed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,17 @@ def _init(m):
 
 
 def _block(h):
-    return nn.Sequential(nn.LayerNorm(h), nn.Linear(h, h), nn.LayerNorm(h), nn.GELU(), nn.Linear(h, h),
-                         nn.LayerNorm(h), nn.GELU(), nn.Linear(h, h), nn.LayerNorm(h))
+    return nn.Sequential(
+        nn.LayerNorm(h),
+        nn.Linear(h, h),
+        nn.LayerNorm(h),
+        nn.GELU(),
+        nn.Linear(h, h),
+        nn.LayerNorm(h),
+        nn.GELU(),
+        nn.Linear(h, h),
+        nn.LayerNorm(h),
+    )
 
 
 class OfficialQ(nn.Module):
@@ -118,7 +128,10 @@ class OfficialStyleFlowRL:
         self.critic_target_buffer = copy.deepcopy(self.critic)
         self.value = OfficialV(obs_dim, hidden).to(self.device)
         self.policy = OfficialFlow(obs_dim, act_dim, hidden, steps, self.device).to(self.device)
-        self.opts = [torch.optim.Adam(m.parameters(), lr=3e-4) for m in (self.critic, self.critic_buffer, self.value, self.policy)]
+        self.opts = [
+            torch.optim.Adam(m.parameters(), lr=3e-4)
+            for m in (self.critic, self.critic_buffer, self.value, self.policy)
+        ]
         if compile_ if compile_ is not None else self.device.type == "cuda":
             mode = "max-autotune"
             for name in ("critic", "critic_target", "critic_buffer", "critic_target_buffer", "value"):
@@ -156,7 +169,7 @@ class OfficialStyleFlowRL:
                 q = torch.min(*self.critic_target_buffer(s, a))
             err = q - v
             w = torch.where(err < 0, 1 - self.quantile, self.quantile)
-            loss = (w * err ** 2).float().mean()
+            loss = (w * err**2).float().mean()
         self._step(value_opt, loss)
         return q_buffer.detach().clone()
 
@@ -190,6 +203,11 @@ def filled_replay(obs_dim, act_dim, n=10_000, seed=0):
     rng = np.random.default_rng(seed)
     mem = ListReplay(1_000_000, seed)
     for _ in range(n):
-        mem.push(rng.standard_normal(obs_dim).astype(np.float32), rng.uniform(-1, 1, act_dim).astype(np.float32),
-                 float(rng.standard_normal()), rng.standard_normal(obs_dim).astype(np.float32), 1.0)
+        mem.push(
+            rng.standard_normal(obs_dim).astype(np.float32),
+            rng.uniform(-1, 1, act_dim).astype(np.float32),
+            float(rng.standard_normal()),
+            rng.standard_normal(obs_dim).astype(np.float32),
+            1.0,
+        )
     return mem

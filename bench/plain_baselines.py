@@ -11,6 +11,7 @@ PyTorch RL code usually is:
   instead of tensors that the runner reads only when it logs.
 So a ratio ours/plain is what those settings buy on the device at hand. For timing only: `update` returns floats.
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,8 +61,13 @@ class PlainSAC(SAC):
         policy_loss.backward()
         self.policy_opt.step()
 
-        metrics = {"critic_loss": critic_loss.item(), "policy_loss": policy_loss.item(), "q_mean": q1.mean().item(),
-                   "entropy": -log_prob.mean().item(), "alpha": alpha.item()}
+        metrics = {
+            "critic_loss": critic_loss.item(),
+            "policy_loss": policy_loss.item(),
+            "q_mean": q1.mean().item(),
+            "entropy": -log_prob.mean().item(),
+            "alpha": alpha.item(),
+        }
         if c.auto_alpha:
             alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
             self.alpha_opt.zero_grad()

@@ -17,6 +17,7 @@ and the figure shows their samples over the reward landscape. Run:
 Everything is self-contained (a few seconds on a CPU); `tests/test_bandit_expressiveness.py` checks
 the mode coverage that the figure shows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -203,7 +204,9 @@ def plot(result: dict, out: str | Path) -> Path:
         high = list(HIGH_VALUE_MODES)
         ax.scatter(centers[high, 0], centers[high, 1], marker="*", s=120, c="gold", edgecolors="k", zorder=3)
         st = result["stats"][name]
-        ax.set_title(f"{name}\n{st['modes_covered']}/10 modes, {100 * st['mass_on_high_value_modes']:.0f}% on high-value")
+        ax.set_title(
+            f"{name}\n{st['modes_covered']}/10 modes, {100 * st['mass_on_high_value_modes']:.0f}% on high-value"
+        )
         ax.set_xlim(-1.2, 1.2)
         ax.set_ylim(-1.2, 1.2)
         ax.set_aspect("equal")
@@ -217,7 +220,9 @@ def plot(result: dict, out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="bandit_expressiveness.png", help="PNG to write (refuses to overwrite without --force)")
+    p.add_argument(
+        "--out", default="bandit_expressiveness.png", help="PNG to write (refuses to overwrite without --force)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--steps", type=int, default=TrainSettings.steps, help="training steps per policy")
     p.add_argument("--seed", type=int, default=0)
@@ -226,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.out} exists; pass --force to overwrite it or choose another --out")
     result = run(TrainSettings(steps=args.steps), seed=args.seed)
     for name, st in result["stats"].items():
-        print(f"{name:>18}: {st['modes_covered']:2d}/10 modes covered, {100 * st['mass_on_high_value_modes']:5.1f}% of "
-              f"samples on the {len(HIGH_VALUE_MODES)} high-value modes, mean reward {st['mean_reward']:.3f}")
+        print(
+            f"{name:>18}: {st['modes_covered']:2d}/10 modes covered, {100 * st['mass_on_high_value_modes']:5.1f}% of "
+            f"samples on the {len(HIGH_VALUE_MODES)} high-value modes, mean reward {st['mean_reward']:.3f}"
+        )
     print(f"wrote {plot(result, args.out)}")
     return 0
 

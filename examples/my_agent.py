@@ -3,6 +3,7 @@
 A deterministic tanh actor trained to maximise Q, one critic trained toward r + gamma * Q'(s', mu'(s')),
 Gaussian exploration noise, Polyak-averaged targets.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -14,6 +14,7 @@ checkpoint written by this module is only ever visible together with its digest.
 Otherwise it is reported, renamed `*.corrupt` (never deleted) and the previous checkpoint is tried. Checkpoints
 written before digests existed load without one (the log says so).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -92,7 +93,8 @@ def _write_failure(directory: Path, final: Path, exc: BaseException) -> Checkpoi
     return CheckpointError(
         f"could not write checkpoint {final.name} into {directory} (file system mounted at {mount_point(directory)}, "
         f"{space}): {type(exc).__name__}: {exc}. Nothing was replaced: {previous}. Free space (or fix the file "
-        "system) and run the same command again to resume.")
+        "system) and run the same command again to resume."
+    )
 
 
 def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
@@ -162,8 +164,9 @@ def verify_checkpoint(path: Path, logger: logging.Logger = log) -> None:
     digests existed) passes, with a note in the log."""
     sidecar = digest_path(path)
     if not sidecar.exists():
-        logger.info("checkpoint %s has no digest (written before digests existed); checking its contents only",
-                    path.name)
+        logger.info(
+            "checkpoint %s has no digest (written before digests existed); checking its contents only", path.name
+        )
         return
     try:
         expected = sidecar.read_text().split()[0]
@@ -171,12 +174,15 @@ def verify_checkpoint(path: Path, logger: logging.Logger = log) -> None:
         raise ValueError(f"its digest file {sidecar.name} is unreadable") from exc
     actual = file_digest(path)
     if actual != expected:
-        raise ValueError(f"its content does not match its digest (sha256 {actual[:12]}... != {expected[:12]}... "
-                         f"in {sidecar.name}): the file changed after it was written")
+        raise ValueError(
+            f"its content does not match its digest (sha256 {actual[:12]}... != {expected[:12]}... "
+            f"in {sidecar.name}): the file changed after it was written"
+        )
 
 
-def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "cpu",
-                           logger: logging.Logger = log) -> tuple[dict | None, Path | None]:
+def load_latest_checkpoint(
+    directory: Path, map_location: str | torch.device = "cpu", logger: logging.Logger = log
+) -> tuple[dict | None, Path | None]:
     """The newest checkpoint that is intact (see the module docstring). Bad ones are reported and renamed
     *.corrupt together with their digests (never deleted). Partial files of a write that was killed (.ckpt-*.tmp)
     and digests whose checkpoint was never renamed into place are removed: only the trainer holding the run's lock
@@ -184,8 +190,10 @@ def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "
     if directory.is_dir():
         for p in directory.iterdir():
             if (p.name.startswith(".ckpt-") and p.name.endswith(".tmp")) or (
-                    _NAME.match(p.name.removesuffix(DIGEST_SUFFIX)) and p.name.endswith(DIGEST_SUFFIX)
-                    and not p.with_name(p.name.removesuffix(DIGEST_SUFFIX)).exists()):
+                _NAME.match(p.name.removesuffix(DIGEST_SUFFIX))
+                and p.name.endswith(DIGEST_SUFFIX)
+                and not p.with_name(p.name.removesuffix(DIGEST_SUFFIX)).exists()
+            ):
                 logger.info("removing %s (left by an interrupted checkpoint write)", p.name)
                 p.unlink()
     for path in checkpoint_paths(directory):
@@ -199,8 +207,13 @@ def load_latest_checkpoint(directory: Path, map_location: str | torch.device = "
             return state, path
         except Exception as exc:  # noqa: BLE001 - any failure to read means this file is unusable
             bad = path.with_name(path.name + ".corrupt")
-            logger.warning("checkpoint %s is unreadable or corrupt (%s: %s); renamed to %s, trying the previous one",
-                           path, type(exc).__name__, exc, bad.name)
+            logger.warning(
+                "checkpoint %s is unreadable or corrupt (%s: %s); renamed to %s, trying the previous one",
+                path,
+                type(exc).__name__,
+                exc,
+                bad.name,
+            )
             os.replace(path, bad)
             if digest_path(path).exists():
                 os.replace(digest_path(path), digest_path(bad))

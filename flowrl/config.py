@@ -1,4 +1,5 @@
 """Typed run configuration: defaults < config file < command-line flags < key=value overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,18 @@ class RunConfig:
     execution: Any = None
 
     def validate(self) -> None:
-        positive = ["steps", "batch_size", "replay_size", "updates_per_step", "eval_every", "eval_episodes",
-                    "eval_envs", "keep_checkpoints", "log_every", "replay_recent_window"]
+        positive = [
+            "steps",
+            "batch_size",
+            "replay_size",
+            "updates_per_step",
+            "eval_every",
+            "eval_episodes",
+            "eval_envs",
+            "keep_checkpoints",
+            "log_every",
+            "replay_recent_window",
+        ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -58,7 +69,9 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.replay_recent_fraction is not None and not 0 <= self.replay_recent_fraction <= 1:
             raise ValueError(f"replay_recent_fraction must be in [0, 1], got {self.replay_recent_fraction}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+        if self.device != "auto" and not (
+            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"
+        ):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
 
@@ -88,17 +101,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError(f"{key}: cannot interpret {value!r} as {tp}")
+        return _coerce_union(value, tp, key)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ValueError(f"{key}: {value!r} is not one of {typing.get_args(tp)}")
@@ -107,19 +110,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ValueError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; it is a number to a user
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+    if tp in (int, float):
+        return _coerce_number(value, tp, key)
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{key}: expected a string, got {value!r}")
@@ -129,6 +121,37 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected a list, got {value!r}")
         return origin(value)
     return value
+
+
+def _coerce_union(value: Any, tp: Any, key: str) -> Any:
+    """`value` as the first member of the union `tp` that accepts it (None for an optional field)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, key)
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(f"{key}: cannot interpret {value!r} as {tp}")
+
+
+def _coerce_number(value: Any, tp: type, key: str) -> int | float:
+    """`value` as an int (integral numbers only) or a float; never a bool."""
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; it is a number to a user
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    return float(value)
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -233,15 +256,18 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     execution_cls = getattr(agent_cls, "Execution", None)
     moved = [k for k in agent_values if k in _fields(execution_cls) and k not in _fields(agent_cls.Config)]
     if moved:
-        fixes = [f"agent.{k} is an execution setting now: write execution.{k}={_scalar(agent_values[k])}"
-                 for k in moved]
+        fixes = [
+            f"agent.{k} is an execution setting now: write execution.{k}={_scalar(agent_values[k])}" for k in moved
+        ]
         raise ValueError("; ".join(fixes) + " (execution settings may differ on resume: docs/run-format.md)")
     cfg.agent = build_dataclass(agent_cls.Config, agent_values, "agent")
     if execution_cls is not None:
         cfg.execution = build_dataclass(execution_cls, execution_values, "execution")
     elif execution_values:
-        raise ValueError(f"execution.{next(iter(execution_values))}: {cfg.algo} has no execution settings "
-                         "(they are FlowRL's: flowrl/execution.py)")
+        raise ValueError(
+            f"execution.{next(iter(execution_values))}: {cfg.algo} has no execution settings "
+            "(they are FlowRL's: flowrl/execution.py)"
+        )
     if cfg.replay_recent_fraction is None:
         cfg.replay_recent_fraction = float(getattr(agent_cls, "replay_recent_fraction", 0.0))
     cfg.validate()
@@ -300,8 +326,11 @@ def with_execution_section(saved: Any) -> Any:
     if not moved:
         return saved
     execution = saved.get("execution") if isinstance(saved.get("execution"), dict) else {}
-    return {**saved, "agent": {k: v for k, v in saved["agent"].items() if k not in moved},
-            "execution": {**moved, **execution}}
+    return {
+        **saved,
+        "agent": {k: v for k, v in saved["agent"].items() if k not in moved},
+        "execution": {**moved, **execution},
+    }
 
 
 def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
@@ -315,8 +344,11 @@ def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
         head, _, rest = key.partition(".")
         if not rest:
             out.setdefault(key, value)
-        elif (rest in _section_defaults(algo, head) and isinstance(out.get(head) or {}, dict)
-              and rest not in (out.get(head) or {})):
+        elif (
+            rest in _section_defaults(algo, head)
+            and isinstance(out.get(head) or {}, dict)
+            and rest not in (out.get(head) or {})
+        ):
             out[head] = {**(out.get(head) or {}), rest: value}
     return out
 
@@ -339,8 +371,12 @@ def resume_config(saved: Any, cfg: RunConfig) -> RunConfig:
                 changes[key] = value
             continue
         section, defaults = getattr(cfg, head), _section_defaults(cfg.algo, head)
-        if (rest in defaults and dataclasses.is_dataclass(section) and rest not in (saved.get(head) or {})
-                and getattr(section, rest) == defaults[rest]):
+        if (
+            rest in defaults
+            and dataclasses.is_dataclass(section)
+            and rest not in (saved.get(head) or {})
+            and getattr(section, rest) == defaults[rest]
+        ):
             section_changes[head][rest] = value
     for head, values in section_changes.items():
         if values:
@@ -366,7 +402,10 @@ def config_diff(saved: dict[str, Any], new: dict[str, Any], ignore=RESUME_SAFE_K
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
         if isinstance(va, list) or isinstance(vb, list):
-            va, vb = list(va) if isinstance(va, (list, tuple)) else va, list(vb) if isinstance(vb, (list, tuple)) else vb
+            va, vb = (
+                list(va) if isinstance(va, (list, tuple)) else va,
+                list(vb) if isinstance(vb, (list, tuple)) else vb,
+            )
         if va != vb:
             lines.append(f"  {key}: saved {va!r} -> now {vb!r}")
     return lines

@@ -17,11 +17,12 @@ forward and backward each one oneDNN float32 GEMM per product: the same function
 
 GPUs, bf16 autocast and other dtypes always take baddbmm. docs/speed.md has the measurements behind the rule.
 """
+
 from __future__ import annotations
 
 import functools
 import platform
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ CPU_MATMULS = ("auto", "onednn", "aten")
 ONEDNN_MIN_WORK = 2**24
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onednn_linear_available() -> bool:
     """Whether this is an x86-64 CPU whose torch has oneDNN's float32 linear kernel (torch.ops.mkldnn._linear_pointwise,
     used by inductor) and it computes, on plain strided tensors, what F.linear does (probed once per process)."""
@@ -65,8 +66,13 @@ def resolve_cpu_matmul(name: str) -> str:
 
 def onednn_eligible(backend: str, x: torch.Tensor, weight: torch.Tensor) -> bool:
     """oneDNN may multiply x by this layer's weight: chosen ('auto' or 'onednn'), float32 on a CPU, outside autocast."""
-    return (backend != "aten" and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
+    return (
+        backend != "aten"
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def uses_onednn(backend: str, x: torch.Tensor, weight: torch.Tensor) -> bool:

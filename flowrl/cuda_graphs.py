@@ -28,11 +28,12 @@ same. `report()` says what was decided and the measured differences, as plain da
 stand-in that re-runs `run` on each replay, so that all of the above runs (and is tested) on CPUs; a test can
 also pass a capture whose replay goes wrong, to exercise the fallback.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -72,8 +73,9 @@ def eager_capture(run: Callable[[], torch.Tensor]):
     return replay, lambda: box["flat"]
 
 
-def training_state(modules: dict[str, nn.Module],
-                   optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+def training_state(
+    modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> dict[str, torch.Tensor]:
     """Every tensor a training step may change, by name: parameters and buffers of `modules`, and the state of
     `optimizers` (named by parameter group and position, as Optimizer.state_dict numbers them)."""
     out = {f"{name}.{k}": t for name, m in modules.items() for k, t in m.state_dict(keep_vars=True).items()}
@@ -122,12 +124,22 @@ def _ratio(num: float, den: float) -> float:
 def compare_steps(before: dict, graph_state: dict, eager_state: dict, graph_metrics: dict, eager_metrics: dict) -> dict:
     """The differences between a graphed and an eager step from the same state `before` (see the module
     docstring): the largest relative and absolute difference over state tensors and over metrics, and where."""
-    out = {"max_rel_state_diff": 0.0, "worst_state": None, "max_abs_state_diff": 0.0,
-           "max_rel_metric_diff": 0.0, "worst_metric": None, "max_abs_metric_diff": 0.0}
+    out = {
+        "max_rel_state_diff": 0.0,
+        "worst_state": None,
+        "max_abs_state_diff": 0.0,
+        "max_rel_metric_diff": 0.0,
+        "worst_metric": None,
+        "max_abs_metric_diff": 0.0,
+    }
     for kind, g_all, e_all in (("state", graph_state, eager_state), ("metric", graph_metrics, eager_metrics)):
         if g_all.keys() != e_all.keys():  # the two steps did not even produce the same things
-            out.update({f"max_rel_{kind}_diff": math.inf,
-                        f"worst_{kind}": f"not in both: {sorted(map(str, g_all.keys() ^ e_all.keys()))}"})
+            out.update(
+                {
+                    f"max_rel_{kind}_diff": math.inf,
+                    f"worst_{kind}": f"not in both: {sorted(map(str, g_all.keys() ^ e_all.keys()))}",
+                }
+            )
             continue
         for name in g_all:
             g, e = g_all[name].detach(), e_all[name].detach()
@@ -150,11 +162,21 @@ class GraphedStep:
     """`step(key, *inputs) -> dict of metric tensors` replayed as one CUDA graph per key, each checked against the
     eager step before it is used (see the module docstring). `state()` names every tensor the step changes."""
 
-    def __init__(self, step: Callable[..., dict[str, torch.Tensor]], state: Callable[[], dict[str, torch.Tensor]],
-                 device: torch.device, warmup: int, rtol: float, capture=None, name: str = "update"):
+    def __init__(
+        self,
+        step: Callable[..., dict[str, torch.Tensor]],
+        state: Callable[[], dict[str, torch.Tensor]],
+        device: torch.device,
+        warmup: int,
+        rtol: float,
+        capture=None,
+        name: str = "update",
+    ):
         if warmup < 1:
-            raise ValueError(f"graph warm-up of {warmup} eager steps: at least 1 is needed (it creates the optimiser "
-                             "state the graph must point at)")
+            raise ValueError(
+                f"graph warm-up of {warmup} eager steps: at least 1 is needed (it creates the optimiser "
+                "state the graph must point at)"
+            )
         self.step, self.state, self.device, self.warmup, self.rtol = step, state, torch.device(device), warmup, rtol
         self.capture = capture or capture_cuda_graph
         self.name = name
@@ -176,8 +198,10 @@ class GraphedStep:
             status = "on"
         else:
             status = f"pending: no graph checked yet (each is captured after {self.warmup} eager steps of its kind)"
-        return {"cuda_graphs": status,
-                "graph_check": {"rtol": self.rtol, "phases": {k: dict(v) for k, v in self.checks.items()}}}
+        return {
+            "cuda_graphs": status,
+            "graph_check": {"rtol": self.rtol, "phases": {k: dict(v) for k, v in self.checks.items()}},
+        }
 
     def __call__(self, key, *inputs) -> dict[str, torch.Tensor]:
         if self.off_reason is not None:
@@ -197,8 +221,12 @@ class GraphedStep:
     def _fall_back(self, reason: str, key, inputs) -> dict[str, torch.Tensor]:
         self.off_reason = reason
         self.graphs = {}
-        warnings.warn(f"{self.name}: CUDA graphs off, {reason}; continuing with eager steps "
-                      "(set execution.cuda_graphs=false to skip the attempt)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{self.name}: CUDA graphs off, {reason}; continuing with eager steps "
+            "(set execution.cuda_graphs=false to skip the attempt)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return self.step(key, *inputs)
 
     def _warmup(self, key, inputs):
@@ -251,16 +279,23 @@ class GraphedStep:
         worst = max(diffs["max_rel_state_diff"], diffs["max_rel_metric_diff"])
         passed = worst <= self.rtol  # NaN compares False: fails
         checks = self.checks.get(str(key), {}).get("checks", 0) + 1
-        self.checks[str(key)] = {**{k: _finite_or_str(v) if isinstance(v, float) else v for k, v in diffs.items()},
-                                 "passed": passed, "checks": checks}
+        self.checks[str(key)] = {
+            **{k: _finite_or_str(v) if isinstance(v, float) else v for k, v in diffs.items()},
+            "passed": passed,
+            "checks": checks,
+        }
         if not passed:
             in_state = diffs["max_rel_state_diff"] >= diffs["max_rel_metric_diff"]
             where = diffs["worst_state"] if in_state else diffs["worst_metric"]
-            self.off_reason = (f"graphed and eager {self.name} differ by {worst:.3g} (relative, in {where}; "
-                               f"tolerance {self.rtol:g})")
+            self.off_reason = (
+                f"graphed and eager {self.name} differ by {worst:.3g} (relative, in {where}; tolerance {self.rtol:g})"
+            )
             self.graphs = {}
-            warnings.warn(f"{self.name}: CUDA graphs off, {self.off_reason}; continuing with eager steps",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.name}: CUDA graphs off, {self.off_reason}; continuing with eager steps",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return eager_metrics
 
     def _restore(self, saved: dict[str, torch.Tensor]) -> None:

@@ -8,10 +8,11 @@ batched network trains n seeds (FlowRL's `n_seeds`) or the two heads of a twin c
 On CPUs in float32 the linears may multiply on oneDNN instead of baddbmm (`set_cpu_matmul`, flowrl/cpu_kernels.py):
 the same function; parameters and state_dict keys are the same either way.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -106,9 +107,11 @@ class _MemberAffine(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad
         if grad.dtype != weight.dtype:
             grad = grad.to(weight.dtype)
-        return ((grad * weight).to(x_hat.dtype) if need_x else None,
-                (grad * x_hat).sum(1, keepdim=True) if need_w else None,
-                grad.sum(1, keepdim=True) if need_b else None)
+        return (
+            (grad * weight).to(x_hat.dtype) if need_x else None,
+            (grad * x_hat).sum(1, keepdim=True) if need_w else None,
+            grad.sum(1, keepdim=True) if need_b else None,
+        )
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -135,8 +138,10 @@ class EnsembleLayerNorm(nn.Module):
         by r members, as the batched path broadcasts them."""
         n = self.weight.shape[0]
         r = _members_per_input(n, len(xs), "EnsembleLayerNorm")
-        return [F.layer_norm(xs[i // r], xs[i // r].shape[-1:], self.weight[i, 0], self.bias[i, 0], self.eps)
-                for i in range(n)]
+        return [
+            F.layer_norm(xs[i // r], xs[i // r].shape[-1:], self.weight[i, 0], self.bias[i, 0], self.eps)
+            for i in range(n)
+        ]
 
 
 class EnsembleSequential(nn.Sequential):
@@ -150,17 +155,23 @@ class EnsembleSequential(nn.Sequential):
 
     def __init__(self, *layers: nn.Module):
         super().__init__(*layers)  # also nn.Sequential's OrderedDict form (slicing makes one)
-        bad = [type(m).__name__ for m in self
-               if not isinstance(m, (EnsembleLinear, EnsembleLayerNorm, *self.ELEMENTWISE))]
+        bad = [
+            type(m).__name__ for m in self if not isinstance(m, (EnsembleLinear, EnsembleLayerNorm, *self.ELEMENTWISE))
+        ]
         if bad or not any(isinstance(m, EnsembleLinear) for m in self):
-            raise ValueError(f"EnsembleSequential takes EnsembleLinear (at least one), EnsembleLayerNorm and element-wise "
-                             f"activations {[c.__name__ for c in self.ELEMENTWISE]}; got {bad or 'no EnsembleLinear'}")
+            raise ValueError(
+                f"EnsembleSequential takes EnsembleLinear (at least one), EnsembleLayerNorm and element-wise "
+                f"activations {[c.__name__ for c in self.ELEMENTWISE]}; got {bad or 'no EnsembleLinear'}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # All linears on oneDNN, or none, decided on the largest. Checks are per call: small networks feel them.
         linears = [m for m in self if isinstance(m, EnsembleLinear)]
-        if not (linears[0].cpu_matmul != "aten" and all(m.onednn_eligible(x) for m in linears)
-                and any(m.uses_onednn(x) for m in linears)):
+        if not (
+            linears[0].cpu_matmul != "aten"
+            and all(m.onednn_eligible(x) for m in linears)
+            and any(m.uses_onednn(x) for m in linears)
+        ):
             for layer in self:
                 x = layer.forward_batched(x) if isinstance(layer, EnsembleLinear) else layer(x)
             return x
@@ -198,14 +209,20 @@ def member_generators(n: int, device: torch.device) -> list[torch.Generator]:
     return generators
 
 
-def member_draws(fn, shape, generators: Sequence[torch.Generator | None], device: torch.device, rows=None) -> torch.Tensor:
+def member_draws(
+    fn, shape, generators: Sequence[torch.Generator | None], device: torch.device, rows=None
+) -> torch.Tensor:
     """One draw fn(shape) per member from that member's generator, stacked: (n, *shape). A member whose generator is
     None gets zeros and draws nothing. `rows`, a (n, B) mask (B = shape[0]) or a (n,) one of whole members: member i
     draws fn((k_i, *shape[1:])) for its k_i rows where it is true, in row order, as a single run given only those
     rows would, and gets zeros in the others."""
     if rows is None:
-        return torch.stack([fn(shape, generator=g, device=device) if g is not None else torch.zeros(shape, device=device)
-                            for g in generators])
+        return torch.stack(
+            [
+                fn(shape, generator=g, device=device) if g is not None else torch.zeros(shape, device=device)
+                for g in generators
+            ]
+        )
     n, b = len(generators), shape[0]
     mask = torch.as_tensor(rows, dtype=torch.bool)
     mask = mask[:, None].expand(-1, b) if mask.dim() == 1 else mask

@@ -5,6 +5,7 @@ Member i's episode e starts from the seed derived from (seed_i, e), and its poli
 (seed_i, step) and isolated from the training streams, so a member's evaluation is exactly its single run's
 (up to floating-point reduction order inside a batched policy call).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,9 @@ from flowrl.members import EVAL_EPISODE, EVAL_POLICY, derived_seed
 from flowrl.subproc_env import available_cpus, step_all, subproc_envs
 
 
-def evaluation_episodes(envs: list[list], seeds: list[int], episodes: int, act) -> list[tuple[list[float], list[float]]]:
+def evaluation_episodes(
+    envs: list[list], seeds: list[int], episodes: int, act
+) -> list[tuple[list[float], list[float]]]:
     """Run `episodes` evaluation episodes for each member i (a seed) on its environments envs[i], all in lockstep:
     member i's k = len(envs[i]) environments play episodes 0..k-1 at once, then k..2k-1, and so on (in parallel
     where they are SubprocEnvs). Episode e of member i starts from the seed derived from (seeds[i], e).
@@ -30,9 +33,15 @@ def evaluation_episodes(envs: list[list], seeds: list[int], episodes: int, act) 
     for first in range(0, episodes, k):
         wave = range(first, min(first + k, episodes))
         active = [[j < len(wave) for j in range(k)] for _ in envs]
-        obs = [[env.reset(derived_seed(seed, EVAL_EPISODE, first + j)) if j < len(wave)
-                else np.zeros(env.spec.obs_dim, np.float32) for j, env in enumerate(member)]
-               for member, seed in zip(envs, seeds)]
+        obs = [
+            [
+                env.reset(derived_seed(seed, EVAL_EPISODE, first + j))
+                if j < len(wave)
+                else np.zeros(env.spec.obs_dim, np.float32)
+                for j, env in enumerate(member)
+            ]
+            for member, seed in zip(envs, seeds)
+        ]
         totals = [[0.0] * k for _ in envs]
         success = [[None] * k for _ in envs]
         while any(map(any, active)):
@@ -74,8 +83,9 @@ def evaluation_policy(agent: BatchedAgent, device: torch.device):
     return act
 
 
-def evaluate(agent: BatchedAgent, envs: list[list], seeds: list[int], step: int, episodes: int,
-             device: torch.device) -> list[tuple[list[float], list[float]]]:
+def evaluate(
+    agent: BatchedAgent, envs: list[list], seeds: list[int], step: int, episodes: int, device: torch.device
+) -> list[tuple[list[float], list[float]]]:
     """The evaluation at training step `step` of every member (member i: seed seeds[i], environments envs[i]):
     (returns, successes) per member. Training's random streams are left as they were."""
     devices = [device] if device.type == "cuda" else []

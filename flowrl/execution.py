@@ -12,6 +12,7 @@ function with other rounding, so its results differ from an uninterrupted run's 
 training amplifies them, beyond (docs/run-format.md). `cuda_graphs` and `cpu_matmul` compute the same function to
 float32 rounding; `graph_warmup` only delays the capture.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,8 +53,10 @@ class Execution:
         if not isinstance(self.cuda_graphs, bool):
             raise ValueError(f"execution cuda_graphs={self.cuda_graphs!r}: expected true or false")
         if self.graph_warmup < 1:
-            raise ValueError(f"execution graph_warmup={self.graph_warmup!r}: at least 1 eager update is needed (it "
-                             "creates the optimiser state a graph must point at)")
+            raise ValueError(
+                f"execution graph_warmup={self.graph_warmup!r}: at least 1 eager update is needed (it "
+                "creates the optimiser state a graph must point at)"
+            )
         resolve_cpu_matmul(self.cpu_matmul)  # 'onednn' on a torch without it fails here, before a run writes anything
 
     def bf16(self, device: torch.device) -> bool:

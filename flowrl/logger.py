@@ -1,4 +1,5 @@
 """CSV metric files that survive resumption, and optional TensorBoard."""
+
 from __future__ import annotations
 
 import csv

@@ -6,6 +6,7 @@ environments and agent are built, and every other stream of the run (episode res
 replay sampling) has its own seed `derived_seed(seed, <purpose>, ...)`, so no two streams ever collide and a run
 trained in a batch draws exactly what it draws alone.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,16 @@ class Member:
     member's to its checkpoint. Builds in the order a run's seed expects: seeding, training environment,
     evaluation environments; the caller then builds the agent (its initial weights drawn from the seeded RNGs)."""
 
-    def __init__(self, cfg: RunConfig, out: Path, logger: logging.Logger, clock: Clock, device: torch.device,
-                 env_factory, eval_env_factory):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        logger: logging.Logger,
+        clock: Clock,
+        device: torch.device,
+        env_factory,
+        eval_env_factory,
+    ):
         self.cfg, self.out, self.log, self.clock, self.device = cfg, out, logger, clock, device
         seed_process(cfg.seed)
         self.env = env_factory(cfg.task)
@@ -54,10 +63,16 @@ class Member:
         try:  # worker processes must not outlive a failed start
             self.eval_envs = eval_env_factory(cfg.task, min(cfg.eval_envs, cfg.eval_episodes))
             self.spec = self.env.spec
-            self.replay = ReplayBuffer(self.spec.obs_dim, self.spec.act_dim, min(cfg.replay_size, cfg.steps), device,
-                                       recent_fraction=cfg.replay_recent_fraction,
-                                       recent_window=cfg.replay_recent_window, seed=derived_seed(cfg.seed, REPLAY),
-                                       split=cfg.replay_split)
+            self.replay = ReplayBuffer(
+                self.spec.obs_dim,
+                self.spec.act_dim,
+                min(cfg.replay_size, cfg.steps),
+                device,
+                recent_fraction=cfg.replay_recent_fraction,
+                recent_window=cfg.replay_recent_window,
+                seed=derived_seed(cfg.seed, REPLAY),
+                split=cfg.replay_split,
+            )
             self.tb = TensorBoard(out / "tb") if cfg.tensorboard else None
         except BaseException:
             self.close()
@@ -70,8 +85,9 @@ class Member:
         self.last_episode_return: float | None = None
         self.obs: np.ndarray | None = None
         self.last_eval: dict[str, Any] | None = None
-        self.eval_log = CSVLog(out / "eval.csv", ["step", "return_mean", "return_std", "success_mean", "episodes",
-                                                  "wall_time"])
+        self.eval_log = CSVLog(
+            out / "eval.csv", ["step", "return_mean", "return_std", "success_mean", "episodes", "wall_time"]
+        )
         self.train_log = CSVLog(out / "train.csv", ["step", "updates"])
         self.reset_metrics()
 
@@ -208,8 +224,10 @@ class Member:
                 self.episode_actions.append(action)
             self.episode_return = state["episode_return"]
             if not np.allclose(self.obs, state["obs"], atol=1e-5):
-                self.log.warning("replaying the interrupted episode did not reproduce its last observation; "
-                                 "the environment is not deterministic, so the resumed run may differ slightly")
+                self.log.warning(
+                    "replaying the interrupted episode did not reproduce its last observation; "
+                    "the environment is not deterministic, so the resumed run may differ slightly"
+                )
         dropped = self.eval_log.truncate_after(self.step) + self.train_log.truncate_after(self.step)
         if dropped:
             self.log.info("dropped %d log rows written after the checkpoint at step %d", dropped, self.step)

@@ -2,9 +2,10 @@
 
 Batched ensembles of networks (FlowRL's seeds and twin heads as one network) are in flowrl/ensemble.py.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

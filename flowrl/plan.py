@@ -21,6 +21,7 @@ scale with network size in a way one formula captures on every machine (small ne
 A job's time is the sum of its runs' (packed seeds are assumed no faster than one after another, except in
 `parallel` mode: its runs side by side); device-hours are job hours times the job's GPUs, or CPUs on CPU jobs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,11 @@ def run_rates(train_rows: list[dict]) -> tuple[float, float, float, float]:
     learn_t = learn_n = warm_t = warm_n = 0.0
     prev_step = prev_updates = 0.0
     for row in sorted(train_rows, key=lambda r: r["step"]):
-        steps, updates, sps = row["step"] - prev_step, (row.get("updates") or 0) - prev_updates, row.get("env_steps_per_s")
+        steps, updates, sps = (
+            row["step"] - prev_step,
+            (row.get("updates") or 0) - prev_updates,
+            row.get("env_steps_per_s"),
+        )
         if steps > 0 and sps:
             if updates > 0:
                 learn_t, learn_n = learn_t + steps / sps, learn_n + steps
@@ -84,8 +89,10 @@ def rates_from_runs(runs_root: Path) -> dict[str, Rate]:
         entry = pooled.setdefault(run.parent.parent.name, {True: [], False: []})
         try:
             info = json.loads((run / "manifest.json").read_text())
-            where = f"{info.get('host', '?')}, {info.get('device', '?')}, {info.get('cpu_count', '?')} CPUs, " \
-                    f"{str(info.get('start_time', '?'))[:10]}"
+            where = (
+                f"{info.get('host', '?')}, {info.get('device', '?')}, {info.get('cpu_count', '?')} CPUs, "
+                f"{str(info.get('start_time', '?'))[:10]}"
+            )
         except (OSError, ValueError, AttributeError):
             where = "?"
         entry[finished].append((learn_t, learn_n, warm_t, warm_n, where))
@@ -96,9 +103,11 @@ def rates_from_runs(runs_root: Path) -> dict[str, Rate]:
         warm_n, warm_t = sum(u[3] for u in used), sum(u[2] for u in used)
         hosts = sorted({u[4] for u in used})
         kind = "finished" if by_done[True] else "unfinished"
-        rates[algo] = Rate(learn, warm_n / warm_t if warm_t else None,
-                           f"{len(used)} {kind} runs' train.csv in {runs_root} (measured on {'; '.join(hosts)}; "
-                           "evaluation included)")
+        rates[algo] = Rate(
+            learn,
+            warm_n / warm_t if warm_t else None,
+            f"{len(used)} {kind} runs' train.csv in {runs_root} (measured on {'; '.join(hosts)}; evaluation included)",
+        )
     return rates
 
 
@@ -107,8 +116,9 @@ def load_table(path: Path = TABLE) -> list[dict]:
     try:
         entries = yaml.safe_load(Path(path).read_text())["entries"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise StudyFileError(f"throughput table {path} cannot be read ({exc}); see bench/throughput.yaml for the "
-                             "format") from None
+        raise StudyFileError(
+            f"throughput table {path} cannot be read ({exc}); see bench/throughput.yaml for the format"
+        ) from None
     need = {"algo", "hidden_dim", "batch_size", "device", "steps_per_s", "measured", "hardware"}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or need - set(entry):
@@ -116,8 +126,16 @@ def load_table(path: Path = TABLE) -> list[dict]:
     return entries
 
 
-def table_rate(entries: list[dict], algo: str, hidden: int | None, batch: int, device: str, variant: bool,
-               where: str = "bench/throughput.yaml", tasks: tuple[str, ...] = ()) -> Rate | None:
+def table_rate(
+    entries: list[dict],
+    algo: str,
+    hidden: int | None,
+    batch: int,
+    device: str,
+    variant: bool,
+    where: str = "bench/throughput.yaml",
+    tasks: tuple[str, ...] = (),
+) -> Rate | None:
     """The entry for `algo` nearest the configuration: same device kind first, then hidden size, then batch size
     (log-ratio distances), the most recent measurement on ties."""
     kind = "cuda" if device.startswith("cuda") else device
@@ -126,15 +144,21 @@ def table_rate(entries: list[dict], algo: str, hidden: int | None, batch: int, d
         return None
 
     def distance(e):
-        return (e["device"] != kind, abs(math.log2(e["hidden_dim"] / hidden)) if hidden else 0,
-                abs(math.log2(e["batch_size"] / batch)), -int(str(e["measured"]).replace("-", "")))
+        return (
+            e["device"] != kind,
+            abs(math.log2(e["hidden_dim"] / hidden)) if hidden else 0,
+            abs(math.log2(e["batch_size"] / batch)),
+            -int(str(e["measured"]).replace("-", "")),
+        )
 
     best = min(found, key=distance)
     exact = best["device"] == kind and best["hidden_dim"] == hidden and best["batch_size"] == batch and not variant
     task = ", ".join(best["task"]) if isinstance(best.get("task"), list) else best.get("task", "?")
-    measured = (f"{where}: {algo} on {task}, hidden {best['hidden_dim']}, batch {best['batch_size']}, "
-                f"{best['device']}, {'with' if best.get('includes_evaluation') else 'without'} evaluation; measured "
-                f"{best['measured']} on {best['hardware']}")
+    measured = (
+        f"{where}: {algo} on {task}, hidden {best['hidden_dim']}, batch {best['batch_size']}, "
+        f"{best['device']}, {'with' if best.get('includes_evaluation') else 'without'} evaluation; measured "
+        f"{best['measured']} on {best['hardware']}"
+    )
     notes = []
     if best["device"] != kind:
         notes.append(f"the study trains on {device}, where the table has no measurement")
@@ -145,8 +169,10 @@ def table_rate(entries: list[dict], algo: str, hidden: int | None, batch: int, d
     measured_tasks = best.get("task") if isinstance(best.get("task"), list) else [best.get("task")]
     others = [t for t in tasks if t not in measured_tasks]
     if others:
-        notes.append(f"{len(others)} of its {len(tasks)} tasks are estimated at the rate measured on "
-                     f"{', '.join(map(str, measured_tasks))}")
+        notes.append(
+            f"{len(others)} of its {len(tasks)} tasks are estimated at the rate measured on "
+            f"{', '.join(map(str, measured_tasks))}"
+        )
     note = "; ".join(notes) + ": the estimate assumes the measured configuration" if notes else ""
     return Rate(float(best["steps_per_s"]), None, measured, exact, note)
 
@@ -173,15 +199,22 @@ def run_settings(study, algo: str) -> dict:
 
     job = next(j for j in study.jobs() if j.algo == algo)
     try:
-        cfg = resolve_config(nest({"algo": job.base_algo, "task": job.tasks[0], "seed": 0, "steps": job.steps,
-                                   **job.overrides}))
+        cfg = resolve_config(
+            nest({"algo": job.base_algo, "task": job.tasks[0], "seed": 0, "steps": job.steps, **job.overrides})
+        )
     except (ValueError, TypeError) as exc:
         raise StudyFileError(f"study '{study.name}', {algo}: {exc}") from None
-    return {"start_steps": cfg.start_steps, "batch_size": cfg.batch_size, "device": cfg.device,
-            "hidden_dim": getattr(cfg.agent, "hidden_dim", None)}
+    return {
+        "start_steps": cfg.start_steps,
+        "batch_size": cfg.batch_size,
+        "device": cfg.device,
+        "hidden_dim": getattr(cfg.agent, "hidden_dim", None),
+    }
 
 
-def make_plan(study, runs_root: Path, table: list[dict], table_name: str = "bench/throughput.yaml") -> dict[str, AlgoPlan]:
+def make_plan(
+    study, runs_root: Path, table: list[dict], table_name: str = "bench/throughput.yaml"
+) -> dict[str, AlgoPlan]:
     measured = rates_from_runs(runs_root) if runs_root.is_dir() else {}
     plans: dict[str, AlgoPlan] = {}
     for job in study.jobs(batched_supported):
@@ -190,9 +223,16 @@ def make_plan(study, runs_root: Path, table: list[dict], table_name: str = "benc
             s = run_settings(study, job.algo)
             if s["device"] == "auto":  # as the runner resolves it on the job's machine
                 s["device"] = "cuda" if job.resources.get("gpu", 0) else "cpu"
-            rate = measured.get(job.algo) or table_rate(table, job.base_algo, s["hidden_dim"], s["batch_size"],
-                                                        s["device"], job.algo in study.variants, table_name,
-                                                        tuple(study.tasks))
+            rate = measured.get(job.algo) or table_rate(
+                table,
+                job.base_algo,
+                s["hidden_dim"],
+                s["batch_size"],
+                s["device"],
+                job.algo in study.variants,
+                table_name,
+                tuple(study.tasks),
+            )
             p = plans[job.algo] = AlgoPlan(job.algo, rate=rate, settings=s)
         n = len(job.tasks) * len(job.seeds)
         p.jobs, p.runs, p.steps = p.jobs + 1, p.runs + n, p.steps + n * job.steps
@@ -224,18 +264,27 @@ def hours(seconds: float) -> str:
     return f"{h:,.0f}" if h >= 100 else f"{h:.2f}" if h < 10 else f"{h:.1f}"
 
 
-def plan_text(study, directory: Path = Path("."), runs: Path | None = None, cores: int | None = None,
-              throughput: Path | None = None, label: str = "") -> str:
+def plan_text(
+    study,
+    directory: Path = Path("."),
+    runs: Path | None = None,
+    cores: int | None = None,
+    throughput: Path | None = None,
+    label: str = "",
+) -> str:
     runs_root = runs or directory / "runs" / study.name
     table_path = throughput or TABLE
     table_name = str(throughput) if throughput else "bench/throughput.yaml"
     plans = make_plan(study, runs_root, load_table(table_path), table_name)
     gpu = study.config["resources"].get("gpu", 0)
     unit = "GPU-hours" if gpu else "CPU-hours"
-    lines = [f"plan for study {study.name}{f' ({label})' if label else ''}: {sum(p.jobs for p in plans.values())} "
-             f"training jobs, {sum(p.runs for p in plans.values())} runs, "
-             f"{sum(p.steps for p in plans.values()):,} env steps ({len(study.algos)} algorithms x "
-             f"{len(study.tasks)} tasks x {len(study.seeds)} seeds)", ""]
+    lines = [
+        f"plan for study {study.name}{f' ({label})' if label else ''}: {sum(p.jobs for p in plans.values())} "
+        f"training jobs, {sum(p.runs for p in plans.values())} runs, "
+        f"{sum(p.steps for p in plans.values()):,} env steps ({len(study.algos)} algorithms x "
+        f"{len(study.tasks)} tasks x {len(study.seeds)} seeds)",
+        "",
+    ]
     header = ["algo", "jobs", "runs", "env steps", "steps/s", "hours/run", "run-hours", unit, "rate"]
     rows, sources = [], []
     for p in plans.values():
@@ -245,15 +294,38 @@ def plan_text(study, directory: Path = Path("."), runs: Path | None = None, core
         if p.rate.source not in sources:
             sources.append(p.rate.source)
         ref = f"[{sources.index(p.rate.source) + 1}]" + ("" if p.rate.exact else " *")
-        rows.append([p.algo, str(p.jobs), str(p.runs), f"{p.steps:,}", f"{p.rate.steps_per_s:.3g}",
-                     hours(p.run_seconds / p.runs), hours(p.run_seconds), hours(p.device_seconds), ref])
+        rows.append(
+            [
+                p.algo,
+                str(p.jobs),
+                str(p.runs),
+                f"{p.steps:,}",
+                f"{p.rate.steps_per_s:.3g}",
+                hours(p.run_seconds / p.runs),
+                hours(p.run_seconds),
+                hours(p.device_seconds),
+                ref,
+            ]
+        )
     known = [p for p in plans.values() if p.rate is not None]
-    rows.append(["total", str(sum(p.jobs for p in plans.values())), str(sum(p.runs for p in plans.values())),
-                 f"{sum(p.steps for p in plans.values()):,}", "", "", hours(sum(p.run_seconds for p in known)),
-                 hours(sum(p.device_seconds for p in known)), "" if len(known) == len(plans) else "(known rates only)"])
+    rows.append(
+        [
+            "total",
+            str(sum(p.jobs for p in plans.values())),
+            str(sum(p.runs for p in plans.values())),
+            f"{sum(p.steps for p in plans.values()):,}",
+            "",
+            "",
+            hours(sum(p.run_seconds for p in known)),
+            hours(sum(p.device_seconds for p in known)),
+            "" if len(known) == len(plans) else "(known rates only)",
+        ]
+    )
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
-        lines.append("  ".join(c.rjust(w) if 0 < i < 8 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        lines.append(
+            "  ".join(c.rjust(w) if 0 < i < 8 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        )
     lines.append("")
     lines += [f"[{i + 1}] {s}" for i, s in enumerate(sources)]
     notes: dict[str, list[str]] = {}
@@ -263,26 +335,38 @@ def plan_text(study, directory: Path = Path("."), runs: Path | None = None, core
     lines += [f"* {', '.join(algos)}: {note}" for note, algos in notes.items()]
     for p in plans.values():
         if p.rate is None:
-            lines.append(f"{p.algo}: no measured rate (no runs in {runs_root}, no {p.algo} entry in {table_name}); "
-                         f"train a few of its runs and plan again with --runs, or add an entry")
+            lines.append(
+                f"{p.algo}: no measured rate (no runs in {runs_root}, no {p.algo} entry in {table_name}); "
+                f"train a few of its runs and plan again with --runs, or add an entry"
+            )
     if not gpu and known:
         cores = cores or os.cpu_count() or 1
         per_job = max(r.get("cpus_per_task", 1) for p in known for r in p.resources)
         wall = local_wall_seconds({p.algo: p for p in known}, cores, per_job)
-        lines.append(f"local wall time with --cores {cores} ({max(1, cores // per_job)} jobs at a time): "
-                     f"~{wall / 60:.1f} min, plus Snakemake's start-up, each job's process start and the aggregation")
+        lines.append(
+            f"local wall time with --cores {cores} ({max(1, cores // per_job)} jobs at a time): "
+            f"~{wall / 60:.1f} min, plus Snakemake's start-up, each job's process start and the aggregation"
+        )
     elif gpu:
         lines.append(f"device-hours: job hours x {gpu} GPU(s) per job at the measured hardware's speed (see the rates)")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowrl-plan", description="What a study will cost: jobs, env steps and "
-                                "estimated device-hours per algorithm, from measured throughput.",
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="flowrl-plan",
+        description="What a study will cost: jobs, env steps and "
+        "estimated device-hours per algorithm, from measured throughput.",
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("study", help="a study file (config/*.yaml)")
-    p.add_argument("-d", "--directory", default=".", help="the workflow's working directory, where runs/<study>/ is "
-                                                           "(snakemake -d; default: here)")
+    p.add_argument(
+        "-d",
+        "--directory",
+        default=".",
+        help="the workflow's working directory, where runs/<study>/ is (snakemake -d; default: here)",
+    )
     p.add_argument("--runs", help="take measured rates from the runs in this folder (default: runs/<study>/)")
     p.add_argument("--throughput", help="a throughput table in bench/throughput.yaml's format (default: that file)")
     p.add_argument("--cores", type=int, help="CPU studies: the wall time on this many cores (default: this machine's)")
@@ -293,8 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study = load_study_file(args.study)
-        print(plan_text(study, Path(args.directory), Path(args.runs) if args.runs else None, args.cores,
-                        Path(args.throughput) if args.throughput else None, label=args.study))
+        print(
+            plan_text(
+                study,
+                Path(args.directory),
+                Path(args.runs) if args.runs else None,
+                args.cores,
+                Path(args.throughput) if args.throughput else None,
+                label=args.study,
+            )
+        )
     except StudyFileError as exc:
         print(f"flowrl-plan: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """The provenance manifest of a run: code version, software, hardware, times."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,17 @@ from typing import Any
 
 import torch
 
-PACKAGES = ["torch", "numpy", "mujoco", "dm_control", "gymnasium", "humanoid_bench", "flowrl-bench", "pandas", "rliable"]
+PACKAGES = [
+    "torch",
+    "numpy",
+    "mujoco",
+    "dm_control",
+    "gymnasium",
+    "humanoid_bench",
+    "flowrl-bench",
+    "pandas",
+    "rliable",
+]
 
 
 def now() -> str:
@@ -45,7 +56,11 @@ def versions() -> dict[str, str | None]:
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -53,7 +68,11 @@ def device_info(device: torch.device) -> dict[str, Any]:
 
 
 def manifest(device: torch.device) -> dict[str, Any]:
-    slurm = {k: v for k, v in os.environ.items() if k in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION")}
+    slurm = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION")
+    }
     return {
         "git": git_info(Path(__file__).resolve().parent.parent),
         "versions": versions(),

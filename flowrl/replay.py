@@ -1,4 +1,5 @@
 """Replay buffer stored as preallocated tensors on the training device, sampled there in one batch."""
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,17 @@ class ReplayBuffer:
     round(B * recent_fraction) recent ones (205 + 51), what runs written before this option did.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device | str = "cpu",
-                 recent_fraction: float = 0.0, recent_window: int = 2048, seed: int = 0, split: str = "official"):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        capacity: int,
+        device: torch.device | str = "cpu",
+        recent_fraction: float = 0.0,
+        recent_window: int = 2048,
+        seed: int = 0,
+        split: str = "official",
+    ):
         if capacity <= 0:
             raise ValueError(f"replay capacity must be positive, got {capacity}")
         if not 0.0 <= recent_fraction <= 1.0:
@@ -46,7 +56,13 @@ class ReplayBuffer:
         return self.size
 
     def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
-        row = {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "not_done": 0.0 if terminated else 1.0}
+        row = {
+            "obs": obs,
+            "action": action,
+            "reward": reward,
+            "next_obs": next_obs,
+            "not_done": 0.0 if terminated else 1.0,
+        }
         for k, v in row.items():
             self.data[k][self.ptr] = torch.as_tensor(v, dtype=torch.float32)
         self.ptr = (self.ptr + 1) % self.capacity

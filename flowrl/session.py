@@ -5,6 +5,7 @@ manifest and this session's entry in it, train.log, the lock, the checkpoint it 
 final_agent.pt. Nothing a user produced is deleted or overwritten: a finished run given --force is moved aside, and
 a directory that holds no run is refused.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -82,15 +83,19 @@ def prepare_run_dir(out: Path, cfg: RunConfig, force: bool) -> str:
             )
         return "resume"
     if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
-        raise RunError(f"{out} is not empty and holds no run (no config.yaml); refusing to write into it. "
-                       "Choose a new or empty --out.")
+        raise RunError(
+            f"{out} is not empty and holds no run (no config.yaml); refusing to write into it. "
+            "Choose a new or empty --out."
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise RunError(f"cannot write to output directory {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
+        raise RunError(
+            f"cannot write to output directory {out}: {exc.strerror or exc}. Choose a writable --out."
+        ) from exc
     return "new"
 
 
@@ -129,15 +134,26 @@ class RunLock:
             self.handle.seek(0)
             holder = self.handle.read().strip() or "a process that has not said who it is"
             self.handle.close()
-            raise RunError(f"another trainer is training into {out} (lock {self.path}: {holder}); refusing to start a "
-                           "second one. Wait for it to finish, or stop it (SIGTERM checkpoints it) and run this "
-                           "command again to resume.") from None
+            raise RunError(
+                f"another trainer is training into {out} (lock {self.path}: {holder}); refusing to start a "
+                "second one. Wait for it to finish, or stop it (SIGTERM checkpoints it) and run this "
+                "command again to resume."
+            ) from None
         except OSError as exc:  # a file system without flock (e.g. some network mounts)
             log.warning("cannot lock %s (%s); not guarding against a second trainer on this run", self.path, exc)
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start_time": now(),
-                                      "slurm_job_id": os.environ.get("SLURM_JOB_ID")}) + "\n")
+        self.handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "start_time": now(),
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                }
+            )
+            + "\n"
+        )
         self.handle.flush()
 
     def release(self) -> None:
@@ -235,8 +251,11 @@ class RunSession:
         if state == "resume":  # settings added since the run was written keep the behaviour it was trained with
             self.cfg = resume_config(yaml.safe_load((out / "config.yaml").read_text()), self.cfg)
         self.manifest_path = out / "manifest.json"
-        self.info = (json.loads(self.manifest_path.read_text()) if self.manifest_path.exists()
-                     else manifest(resolve_device(self.cfg.device)))
+        self.info = (
+            json.loads(self.manifest_path.read_text())
+            if self.manifest_path.exists()
+            else manifest(resolve_device(self.cfg.device))
+        )
         if state == "new":
             (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
         self.checkpoint = None
@@ -247,10 +266,14 @@ class RunSession:
             else:  # its log rows are dropped when it starts (Member.load_state_dict)
                 self.log.info("no usable checkpoint in %s: starting from step 0", out)
         self.step = self.checkpoint["step"] if self.checkpoint is not None else 0
-        self.record = {"start_time": now(), "resumed_from_step": self.step if self.checkpoint is not None else None,
-                       "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                       "onednn_linear": onednn_linear_available(),  # what FlowRL's cpu_matmul=auto may use here
-                       "execution_settings": config_to_dict(self.cfg)["execution"]}  # this session's: may change
+        self.record = {
+            "start_time": now(),
+            "resumed_from_step": self.step if self.checkpoint is not None else None,
+            "host": socket.gethostname(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "onednn_linear": onednn_linear_available(),  # what FlowRL's cpu_matmul=auto may use here
+            "execution_settings": config_to_dict(self.cfg)["execution"],
+        }  # this session's: may change
         self.info.setdefault("sessions", []).append(self.record)
         write_json(self.manifest_path, self.info)
         self.clock = Clock()
@@ -272,8 +295,9 @@ class RunSession:
         write_json(self.manifest_path, self.info)
         return RunResult("interrupted", self.out, step, signum)
 
-    def finished(self, step: int, agent_state: dict, final_eval: dict | None, execution: dict | None = None
-                 ) -> RunResult:
+    def finished(
+        self, step: int, agent_state: dict, final_eval: dict | None, execution: dict | None = None
+    ) -> RunResult:
         """The run is complete: keep the final agent and write DONE; the resume checkpoints (with the replay) are
         no longer needed."""
         out = self.out
@@ -285,9 +309,15 @@ class RunSession:
         torch.save(agent_state, out / "final_agent.pt")
         for p in checkpoint_paths(out / "checkpoints"):
             remove_checkpoint(p)
-        write_json(out / "DONE", {"steps": step, "end_time": self.info["end_time"],
-                                  "final_return": (final_eval or {}).get("return_mean"),
-                                  "wall_time": self.clock.seconds()})
+        write_json(
+            out / "DONE",
+            {
+                "steps": step,
+                "end_time": self.info["end_time"],
+                "final_return": (final_eval or {}).get("return_mean"),
+                "wall_time": self.clock.seconds(),
+            },
+        )
         return RunResult("finished", out, step)
 
     def fail(self, exc: BaseException, step: int) -> None:

@@ -24,6 +24,7 @@ Time used is the sum of the runs' sessions (manifest.json start/end times); per 
 sessions times the job's GPUs (or CPUs on CPU studies). Remaining time: each unfinished run's remaining steps over
 its recent steps/s (train.csv env_steps_per_s), else its algorithm's measured rate (flowrl-plan's source).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,10 +94,20 @@ def study_runs(study, directory: Path) -> list[Run]:
         gpu = job.resources.get("gpu", 0)
         for task in job.tasks:
             for seed in job.seeds:
-                runs.append(Run(job.algo, task, seed, directory / study.run_dir(job.algo, task, seed), job.steps,
-                                job=name, job_log=base / "logs" / f"{name}.log", job_lock=base / "jobs" / f"{name}.lock",
-                                slurm_comment=f"rule_{job.rule}_wildcards_{job.algo}_{job.slug}_{job.seeds_label}",
-                                devices=gpu or job.resources.get("cpus_per_task", 1)))
+                runs.append(
+                    Run(
+                        job.algo,
+                        task,
+                        seed,
+                        directory / study.run_dir(job.algo, task, seed),
+                        job.steps,
+                        job=name,
+                        job_log=base / "logs" / f"{name}.log",
+                        job_lock=base / "jobs" / f"{name}.lock",
+                        slurm_comment=f"rule_{job.rule}_wildcards_{job.algo}_{job.slug}_{job.seeds_label}",
+                        devices=gpu or job.resources.get("cpus_per_task", 1),
+                    )
+                )
     return runs
 
 
@@ -135,8 +146,13 @@ def _job_file(folder: Path, slug: str, seed: int, suffix: str) -> Path | None:
     """The newest workflow job file for (slug, seed): <slug or pack a+b>/seeds-<s1-s2...><suffix>."""
     if not folder.is_dir():
         return None
-    hits = [p for d in folder.iterdir() if slug in d.name.split("+") for p in d.glob(f"seeds-*{suffix}")
-            if str(seed) in p.name[len("seeds-"):-len(suffix)].split("-")]
+    hits = [
+        p
+        for d in folder.iterdir()
+        if slug in d.name.split("+")
+        for p in d.glob(f"seeds-*{suffix}")
+        if str(seed) in p.name[len("seeds-") : -len(suffix)].split("-")
+    ]
     return max(hits, key=lambda p: p.stat().st_mtime, default=None)
 
 
@@ -160,7 +176,7 @@ def _csv(path: Path, numeric: tuple[str, ...]) -> list[dict]:
     newline is a row being appended right now and is left out."""
     text = _text(path)
     if text and not text.endswith("\n"):
-        text = text[:text.rfind("\n") + 1]
+        text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text))
     if text and "step" not in (reader.fieldnames or []):
         raise Corrupt(f"{path.name} (no 'step' column in its header)")
@@ -272,7 +288,7 @@ def last_error(log: Path | None, after: str | None = None) -> str | None:
         return None
     if after is not None:
         starts = [i for i, line in enumerate(lines) if line.startswith(after)]
-        lines = lines[starts[-1]:] if starts else lines
+        lines = lines[starts[-1] :] if starts else lines
     errors = [line.strip() for line in lines if ERROR_LINE.search(line)]
     if not errors and any(line.startswith("Traceback") for line in lines):
         errors = [next(line for line in reversed(lines) if line.strip()).strip()]
@@ -308,8 +324,11 @@ def _read(run: Run, path: Path, stale: float, now: float) -> None:
     done = _json(path / "DONE") if (path / "DONE").exists() else None
     if done is not None and not isinstance(done, dict):
         raise Corrupt("DONE (not a JSON object)")
-    ckpts = sorted(int(m.group(1)) for p in (path / "checkpoints").glob("ckpt-*") if (m := CKPT.match(p.name))) \
-        if (path / "checkpoints").is_dir() else []
+    ckpts = (
+        sorted(int(m.group(1)) for p in (path / "checkpoints").glob("ckpt-*") if (m := CKPT.match(p.name)))
+        if (path / "checkpoints").is_dir()
+        else []
+    )
 
     steps = [int(r["step"]) for r in evals + train] + ckpts[-1:]
     run.step = int(done.get("steps", max(steps, default=0))) if done else max(steps, default=0 if started else None)
@@ -345,7 +364,7 @@ def _read(run: Run, path: Path, stale: float, now: float) -> None:
         run.note = "its job is running" if job_live else ""
         return
     run.state = "interrupted"
-    run.note = (f"checkpoint at step {ckpts[-1]}" if ckpts else "no checkpoint: restarts from step 0")
+    run.note = f"checkpoint at step {ckpts[-1]}" if ckpts else "no checkpoint: restarts from step 0"
     if session_open:
         run.note += "; its trainer ended without closing the session (killed?)"
 
@@ -406,8 +425,9 @@ def squeue_jobs() -> dict[str, str] | None:
     if shutil.which("squeue") is None:
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-o", "%i|%T|%k"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     jobs = {}
@@ -481,16 +501,26 @@ def duration(seconds: float | None) -> str:
 def board(runs: list[Run], title: str, unit: str, table_rates=None) -> str:
     rates = {**(table_rates or {}), **fallback_rates(runs)}
     slurm = any(r.slurm for r in runs)
-    header = ["algo", "task", "seed", "state", "step/target", "last eval", "steps/s", "ETA"] + (["slurm"] if slurm else [])
+    header = ["algo", "task", "seed", "state", "step/target", "last eval", "steps/s", "ETA"] + (
+        ["slurm"] if slurm else []
+    )
     rows = []
     for r in runs:
         eta = remaining_seconds(r, rates) if r.state not in ("finished", "corrupt") else None
         state = f"corrupt: {r.note.split(' (', 1)[0]}" if r.state == "corrupt" else r.state
-        rows.append([str(r.algo or "?"), str(r.task or r.slug or "?"), str("?" if r.seed is None else r.seed), state,
-                     f"{'-' if r.step is None else r.step}/{r.target or '?'}",
-                     f"{r.last_eval[1]:.1f} @{r.last_eval[0]}" if r.last_eval else "-",
-                     f"{r.sps:.0f}" if r.sps else "-", duration(eta) if r.state not in ("finished", "corrupt") else "-"]
-                    + ([r.slurm or "-"] if slurm else []))
+        rows.append(
+            [
+                str(r.algo or "?"),
+                str(r.task or r.slug or "?"),
+                str("?" if r.seed is None else r.seed),
+                state,
+                f"{'-' if r.step is None else r.step}/{r.target or '?'}",
+                f"{r.last_eval[1]:.1f} @{r.last_eval[0]}" if r.last_eval else "-",
+                f"{r.sps:.0f}" if r.sps else "-",
+                duration(eta) if r.state not in ("finished", "corrupt") else "-",
+            ]
+            + ([r.slurm or "-"] if slurm else [])
+        )
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     lines = [title, fmt(header)]
@@ -507,10 +537,13 @@ def board(runs: list[Run], title: str, unit: str, table_rates=None) -> str:
     left = [remaining_seconds(r, rates) for r in runs if r.state != "finished"]
     unknown = sum(x is None for x in left)
     remaining = sum(x for x in left if x is not None) / 3600
-    lines.append(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                 + f" | {counts['finished']}/{len(runs)} done | {device_hours(runs):.2f} {unit} used"
-                 + f" | ~{remaining:.2f} run-hours remaining"
-                 + (f" (+{unknown} runs without a measured rate)" if unknown else ""))
+    lines.append(
+        f"{len(runs)} runs: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        + f" | {counts['finished']}/{len(runs)} done | {device_hours(runs):.2f} {unit} used"
+        + f" | ~{remaining:.2f} run-hours remaining"
+        + (f" (+{unknown} runs without a measured rate)" if unknown else "")
+    )
     return "\n".join(lines)
 
 
@@ -521,14 +554,18 @@ def source(target: Path, directory: Path):
         study = load_study_file(target)
         gpu = study.config["resources"].get("gpu", 0)
         try:
-            from flowrl.plan import make_plan, load_table
+            from flowrl.plan import load_table, make_plan
 
             plans = make_plan(study, directory / "runs" / study.name, load_table())
             rates = {a: p.rate.steps_per_s for a, p in plans.items() if p.rate}
         except (StudyFileError, ImportError):  # the board works without estimates
             rates = {}
-        return (lambda: study_runs(study, directory), f"study {study.name} ({target}; runs in "
-                f"{directory / 'runs' / study.name})", "GPU-hours" if gpu else "CPU-hours", rates)
+        return (
+            lambda: study_runs(study, directory),
+            f"study {study.name} ({target}; runs in {directory / 'runs' / study.name})",
+            "GPU-hours" if gpu else "CPU-hours",
+            rates,
+        )
     if target.is_dir():
         return lambda: folder_runs(target), f"runs in {target}", "run-hours", {}
     raise StudyFileError(f"{target}: no such study file or runs folder (give e.g. config/default.yaml or runs/default)")
@@ -546,15 +583,31 @@ def collect(list_runs, stale: float, use_squeue: bool) -> list[Run]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowrl-status", description="Where a study stands: one line per run.",
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", metavar="STUDY_OR_RUNS", help="a study file (config/*.yaml) or a folder of run directories")
-    p.add_argument("-d", "--directory", default=".", help="with a study file: the workflow's working directory, "
-                                                           "where runs/<study>/ is (snakemake -d; default: here)")
+    p = argparse.ArgumentParser(
+        prog="flowrl-status",
+        description="Where a study stands: one line per run.",
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "target", metavar="STUDY_OR_RUNS", help="a study file (config/*.yaml) or a folder of run directories"
+    )
+    p.add_argument(
+        "-d",
+        "--directory",
+        default=".",
+        help="with a study file: the workflow's working directory, "
+        "where runs/<study>/ is (snakemake -d; default: here)",
+    )
     p.add_argument("--watch", type=float, metavar="SECONDS", help="redraw every SECONDS until Ctrl-C")
-    p.add_argument("--stale", type=float, default=300, metavar="SECONDS",
-                   help="without flock: a run whose session is open counts as running if its logs were written "
-                        "within this many seconds (default 300)")
+    p.add_argument(
+        "--stale",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="without flock: a run whose session is open counts as running if its logs were written "
+        "within this many seconds (default 300)",
+    )
     p.add_argument("--no-squeue", action="store_true", help="do not ask squeue for SLURM job states")
     return p
 
@@ -572,8 +625,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(text)
                 return 0
             clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
-            print(f"{clear}{time.strftime('%Y-%m-%d %H:%M:%S')} (every {args.watch:g} s; Ctrl-C stops)\n{text}",
-                  flush=True)
+            print(
+                f"{clear}{time.strftime('%Y-%m-%d %H:%M:%S')} (every {args.watch:g} s; Ctrl-C stops)\n{text}",
+                flush=True,
+            )
             time.sleep(args.watch)
     except StudyFileError as exc:
         print(f"flowrl-status: error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ set_default=True) fills them. Run directories: runs/<study>/<algo>/<task_slug>/s
 flowrl.tasknames, dmc:cartpole-balance -> dmc_cartpole-balance), where <algo> is the name used in `algos`
 (a registered algorithm or a variant).
 """
+
 from __future__ import annotations
 
 import copy
@@ -157,20 +158,33 @@ class Study:
         for algo in self.algos:
             for tasks in self.task_groups(algo, batched_ok):
                 for i in range(0, len(self.seeds), n):
-                    seeds = self.seeds[i:i + n]
+                    seeds = self.seeds[i : i + n]
                     runs = len(tasks) * len(seeds)
                     gpu = self.resources_for(tasks[0], 1, "single").get("gpu", 0)
                     mode = self.pack_mode_for(algo, runs, gpu, batched_ok)
-                    jobs.append(TrainJob(algo, self.base_algo(algo), tasks, seeds, self.steps_for(tasks[0]),
-                                         self.overrides_for(algo, tasks[0]), self.resources_for(tasks[0], runs, mode),
-                                         mode))
+                    jobs.append(
+                        TrainJob(
+                            algo,
+                            self.base_algo(algo),
+                            tasks,
+                            seeds,
+                            self.steps_for(tasks[0]),
+                            self.overrides_for(algo, tasks[0]),
+                            self.resources_for(tasks[0], runs, mode),
+                            mode,
+                        )
+                    )
         return jobs
 
     def expected(self) -> dict:
         """What the analysis should find (flowrl.analysis --expect)."""
         steps = self.config["steps"]
-        return {"algos": self.algos, "tasks": self.tasks, "seeds": self.seeds,
-                "steps": {t: self.steps_for(t) for t in self.tasks} if isinstance(steps, dict) else int(steps)}
+        return {
+            "algos": self.algos,
+            "tasks": self.tasks,
+            "seeds": self.seeds,
+            "steps": {t: self.steps_for(t) for t in self.tasks} if isinstance(steps, dict) else int(steps),
+        }
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -194,8 +208,10 @@ def _schema_message(error) -> str:
 
 def _schema() -> dict:
     if not SCHEMA_PATH.is_file():
-        raise StudyFileError(f"study files need the repository checkout ({SCHEMA_PATH} is missing); run from a clone "
-                             "of flowrl-bench, or give flowrl-status a runs folder instead")
+        raise StudyFileError(
+            f"study files need the repository checkout ({SCHEMA_PATH} is missing); run from a clone "
+            "of flowrl-bench, or give flowrl-status a runs folder instead"
+        )
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
@@ -222,8 +238,10 @@ def validate_schema(config: dict) -> None:
     errors = sorted(_filling_validator(_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n".join(f"  - {_schema_message(e)}" for e in errors)
-        raise StudyError(f"study config for '{config.get('study', '?')}' is invalid "
-                         f"(schema: workflow/schemas/study.schema.yaml):\n{lines}")
+        raise StudyError(
+            f"study config for '{config.get('study', '?')}' is invalid "
+            f"(schema: workflow/schemas/study.schema.yaml):\n{lines}"
+        )
 
 
 def _has_known_suite(task: str) -> bool:
@@ -249,11 +267,25 @@ def check_suites(study: Study) -> None:
 
 def check_names(study: Study, available_agents: list[str], validate_task) -> None:
     """Algorithm, variant and task names; raises StudyError listing every problem."""
+    suited = [t for t in study.tasks if _has_known_suite(t)]  # the others are reported by _task_problems
+    problems = [
+        *_algo_problems(study, available_agents),
+        *_task_problems(study, validate_task),
+        *_pack_problems(study, suited),
+        *_override_problems(study, suited),
+    ]
+    if problems:
+        raise StudyError(f"study '{study.name}' cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _algo_problems(study: Study, available_agents: list[str]) -> list[str]:
+    """Unknown algorithms and variants, and variants that shadow a registered algorithm."""
     problems = []
     for name, variant in study.variants.items():
         if variant["algo"] not in available_agents:
-            problems.append(f"variant '{name}': unknown algorithm '{variant['algo']}' "
-                            f"(available: {', '.join(available_agents)})")
+            problems.append(
+                f"variant '{name}': unknown algorithm '{variant['algo']}' (available: {', '.join(available_agents)})"
+            )
         if name in available_agents and variant["algo"] != name:
             problems.append(f"variant '{name}' shadows the registered algorithm '{name}'; give it another name")
     for algo in study.algos:
@@ -262,8 +294,16 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
 
             close = difflib.get_close_matches(algo, available_agents + list(study.variants), n=2, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            problems.append(f"algos: unknown algorithm '{algo}'.{hint} Registered: {', '.join(available_agents)}; "
-                            f"variants: {', '.join(study.variants) or 'none'}")
+            problems.append(
+                f"algos: unknown algorithm '{algo}'.{hint} Registered: {', '.join(available_agents)}; "
+                f"variants: {', '.join(study.variants) or 'none'}"
+            )
+    return problems
+
+
+def _task_problems(study: Study, validate_task) -> list[str]:
+    """Unknown tasks, budgets that do not match the tasks, and run directory names two tasks share."""
+    problems = []
     for task in study.tasks:
         try:
             validate_task(task)
@@ -281,9 +321,16 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
     slugs: dict[str, str] = {}
     for task in suited:
         if task_slug(task) in slugs:
-            problems.append(f"tasks: '{task}' and '{slugs[task_slug(task)]}' share the run directory name "
-                            f"{task_slug(task)}")
+            problems.append(
+                f"tasks: '{task}' and '{slugs[task_slug(task)]}' share the run directory name {task_slug(task)}"
+            )
         slugs[task_slug(task)] = task
+    return problems
+
+
+def _pack_problems(study: Study, suited: list[str]) -> list[str]:
+    """Task packs naming unknown tasks or a task twice, mixing suites or mixing budgets."""
+    problems = []
     seen: dict[str, int] = {}
     for i, pack in enumerate(study.task_packs):
         where = f"task_packs[{i}]"
@@ -296,26 +343,42 @@ def check_names(study: Study, available_agents: list[str], validate_task) -> Non
         seen.update({t: i for t in pack})
         if len({suite_of(t) for t in pack if t in suited}) > 1:
             problems.append(f"{where}: tasks of different suites ({pack}) run in different software; pack them apart")
-        if len({study.steps_for(t) for t in pack if t in study.tasks and (not isinstance(steps, dict) or t in steps)}) > 1:
+        steps = study.config["steps"]
+        budgets = {study.steps_for(t) for t in pack if t in study.tasks and (not isinstance(steps, dict) or t in steps)}
+        if len(budgets) > 1:
             problems.append(f"{where}: tasks trained together need the same steps budget")
+    return problems
+
+
+def _override_problems(study: Study, suited: list[str]) -> list[str]:
+    """suite_overrides of absent algorithms or suites; overrides of keys the study itself sets."""
+    problems = []
     suite_overrides = study.config["suite_overrides"]
     for suite, per_algo in suite_overrides.items():
         unknown = sorted(set(per_algo) - set(study.algos))
         if unknown:
-            problems.append(f"suite_overrides.{suite}: {unknown} not in algos ({', '.join(study.algos)}); settings "
-                            "are given per algorithm (or variant) name")
+            problems.append(
+                f"suite_overrides.{suite}: {unknown} not in algos ({', '.join(study.algos)}); settings "
+                "are given per algorithm (or variant) name"
+            )
         if not any(suite_of(t) == suite for t in suited):
             problems.append(f"suite_overrides.{suite}: the study has no {suite}: task")
-    for name, overrides in [("overrides", study.config["overrides"])] + [
-            (f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()] + [
-            (f"suite_overrides.{s}.{a}", o or {}) for s, per_algo in suite_overrides.items()
-            for a, o in per_algo.items()]:
+    for name, overrides in (
+        [("overrides", study.config["overrides"])]
+        + [(f"variants.{v}.overrides", d.get("overrides") or {}) for v, d in study.variants.items()]
+        + [
+            (f"suite_overrides.{s}.{a}", o or {})
+            for s, per_algo in suite_overrides.items()
+            for a, o in per_algo.items()
+        ]
+    ):
         owned = sorted(WORKFLOW_OWNED_KEYS & set(overrides))
         if owned:
-            problems.append(f"{name}: {owned} are set by the study itself (keys algos, tasks, seeds, steps, "
-                            "eval_every, eval_episodes); remove them from the overrides")
-    if problems:
-        raise StudyError(f"study '{study.name}' cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+            problems.append(
+                f"{name}: {owned} are set by the study itself (keys algos, tasks, seeds, steps, "
+                "eval_every, eval_episodes); remove them from the overrides"
+            )
+    return problems
 
 
 def check_overrides(study: Study, resolve) -> None:
@@ -327,10 +390,15 @@ def check_overrides(study: Study, resolve) -> None:
     for task in study.tasks:
         first_of_suite.setdefault(suite_of(task), task)
     for job in study.jobs():
-        if job.seeds != study.seeds[:len(job.seeds)] or job.tasks[0] not in first_of_suite.values():
+        if job.seeds != study.seeds[: len(job.seeds)] or job.tasks[0] not in first_of_suite.values():
             continue  # the settings are the same for every task of a suite and seed pack of this algorithm
-        settings = {"algo": job.base_algo, "task": job.tasks[0], "seed": job.seeds[0], "steps": job.steps,
-                    **job.overrides}
+        settings = {
+            "algo": job.base_algo,
+            "task": job.tasks[0],
+            "seed": job.seeds[0],
+            "steps": job.steps,
+            **job.overrides,
+        }
         try:
             resolve(settings)
         except (ValueError, TypeError) as exc:
@@ -348,8 +416,10 @@ def check_packing(study: Study, batched_ok) -> None:
         return
     bad = sorted({study.base_algo(a) for a in study.algos if not batched_ok(study.base_algo(a))})
     if bad:
-        raise StudyError(f"pack_mode: batched, but {bad} cannot train several seeds as one batched model; "
-                         "use pack_mode: auto (batched where supported), parallel or sequential")
+        raise StudyError(
+            f"pack_mode: batched, but {bad} cannot train several seeds as one batched model; "
+            "use pack_mode: auto (batched where supported), parallel or sequential"
+        )
 
 
 TEXT_KEYS = {"study", "description", "algos", "tasks", "software", "extra_args", "algo", "pack_mode"}

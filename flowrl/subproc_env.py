@@ -1,4 +1,5 @@
 """An environment that lives in its own process, so several can step in parallel."""
+
 from __future__ import annotations
 
 import atexit
@@ -45,7 +46,7 @@ def _worker(conn, task: str) -> None:
         conn.close()
 
 
-_LIVE: "weakref.WeakSet[SubprocEnv]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[SubprocEnv] = weakref.WeakSet()
 
 
 @atexit.register
@@ -74,14 +75,16 @@ class SubprocEnv(Env):
         if wait:
             self.wait_ready()
 
-    def wait_ready(self) -> "SubprocEnv":
+    def wait_ready(self) -> SubprocEnv:
         """Wait for the child to build its environment (`SubprocEnv(task, wait=False)` returns before that)."""
         try:
             self.spec, self.max_episode_steps, self.has_success = self._conn.recv()
         except EOFError:
             self._proc.join(timeout=5)
-            raise RuntimeError(f"the environment process for {self.name!r} died while starting "
-                               f"(exit code {self._proc.exitcode}); its error is printed above") from None
+            raise RuntimeError(
+                f"the environment process for {self.name!r} died while starting "
+                f"(exit code {self._proc.exitcode}); its error is printed above"
+            ) from None
         return self
 
     def reset(self, seed: int) -> np.ndarray:

@@ -7,11 +7,12 @@ from here. Pure Python, so reading a study or a results folder never imports tor
     split_name("dmc:cheetah-run") == ("dmc", "cheetah-run")
     task_slug("gym:ALE/Pong-v5") == "gym_ALE_Pong-v5"     # only [A-Za-z0-9._-] survive
 """
+
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 SUITES = {
     "dmc": "DeepMind Control Suite, e.g. dmc:cheetah-run",

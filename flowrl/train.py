@@ -10,6 +10,7 @@ software).
 The pieces: flowrl/session.py (a run directory: config, manifest, lock, DONE), flowrl/members.py (one run's
 environment, episode, replay, random streams, logs and checkpoint), flowrl/evaluation.py, flowrl/checkpoint.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,18 @@ from flowrl.agents.registry import get_agent_class, make_agent
 from flowrl.checkpoint import CheckpointError, checkpoint_paths, non_finite, save_checkpoint
 from flowrl.config import RunConfig
 from flowrl.members import Member, derived_seed
-from flowrl.session import (LOCK_NAME, DivergenceError, RunError, RunLock, RunResult, RunSession, StopFlag,
-                            flock_exclusive, prepare_run_dir, resolve_device)
+from flowrl.session import (
+    LOCK_NAME,
+    DivergenceError,
+    RunError,
+    RunLock,
+    RunResult,
+    RunSession,
+    StopFlag,
+    flock_exclusive,
+    prepare_run_dir,
+    resolve_device,
+)
 from flowrl.subproc_env import SubprocEnv, available_cpus, step_all
 
 MAX_ROLLBACKS = 3  # on_divergence=rollback: consecutive rollbacks (no passing check between) before stopping
@@ -61,9 +72,15 @@ class DivergenceGuard:
         (which raises, or returns after a rollback: then False)."""
         found = self.non_finite_state()  # the cause, before the losses it poisons
         if found is None:
-            found = next(((m, f"the training metric {k!r} (mean over the last {m.metric_counts.get(k, 0)} updates: "
-                              f"{v})") for m, means in zip(self.members, metrics or []) for k, v in means.items()
-                          if not np.isfinite(v)), None)
+            found = next(
+                (
+                    (m, f"the training metric {k!r} (mean over the last {m.metric_counts.get(k, 0)} updates: {v})")
+                    for m, means in zip(self.members, metrics or [])
+                    for k, v in means.items()
+                    if not np.isfinite(v)
+                ),
+                None,
+            )
         if found is not None:
             self.diverged(*found)
             return False
@@ -88,22 +105,34 @@ class DivergenceGuard:
             member.rollbacks += 1
             for m in self.members:
                 m.reset_metrics()
-            member.log.warning("step %d: %s is NaN or inf; rolled the agent back to its state at step %d "
-                               "(on_divergence=rollback; %d in a row, %d in all)", member.step, what,
-                               self.checked_step, self.in_a_row, member.rollbacks)
+            member.log.warning(
+                "step %d: %s is NaN or inf; rolled the agent back to its state at step %d "
+                "(on_divergence=rollback; %d in a row, %d in all)",
+                member.step,
+                what,
+                self.checked_step,
+                self.in_a_row,
+                member.rollbacks,
+            )
             return
         ckpts = checkpoint_paths(member.out / "checkpoints")
-        last = (f"the last good checkpoint is {ckpts[0]} (step {int(ckpts[0].stem.split('-')[1])}), and running the "
-                "same command again resumes from it" if ckpts else
-                "there is no checkpoint yet, so running the same command again starts from step 0")
-        advice = ("rollbacks did not help; start a new run with other settings (e.g. a lower learning rate)"
-                  if self.rollback else
-                  "the same settings diverge again at the same step: resume with on_divergence=rollback, or start a "
-                  "new run with other settings (e.g. a lower learning rate)")
+        last = (
+            f"the last good checkpoint is {ckpts[0]} (step {int(ckpts[0].stem.split('-')[1])}), and running the "
+            "same command again resumes from it"
+            if ckpts
+            else "there is no checkpoint yet, so running the same command again starts from step 0"
+        )
+        advice = (
+            "rollbacks did not help; start a new run with other settings (e.g. a lower learning rate)"
+            if self.rollback
+            else "the same settings diverge again at the same step: resume with on_divergence=rollback, or start a "
+            "new run with other settings (e.g. a lower learning rate)"
+        )
         raise DivergenceError(
             f"{member.cfg.task} seed {member.cfg.seed}: training diverged: {what} is NaN or inf at step {member.step} "
             f"({member.updates} updates; the last check that passed was at step {self.checked_step}). No checkpoint "
-            f"was written from the diverged state; {last}. Note {advice}.")
+            f"was written from the diverged state; {last}. Note {advice}."
+        )
 
 
 class Training:
@@ -117,7 +146,7 @@ class Training:
         self.rates = (0.0, 0.0)  # env steps and updates per second in the last train.csv window
 
     @classmethod
-    def open(cls, sessions: list[RunSession], env_factory, eval_env_factory) -> "Training":
+    def open(cls, sessions: list[RunSession], env_factory, eval_env_factory) -> Training:
         """The members of `sessions` and their agent: a single run's own agent as a batch of one, or the members'
         agents stacked. A new run's agent is built right after its Member, from the RNGs seeded with its seed."""
         cfg = sessions[0].cfg
@@ -176,16 +205,20 @@ class Training:
                     self.checkpoint()
                 bar.update(1)
                 if due.train_row:
-                    bar.set_postfix(sps=f"{self.rates[0]:.0f}", ups=f"{self.rates[1]:.0f}",
-                                    eval=None if members[0].last_eval is None
-                                    else f"{members[0].last_eval['return_mean']:.1f}")
+                    bar.set_postfix(
+                        sps=f"{self.rates[0]:.0f}",
+                        ups=f"{self.rates[1]:.0f}",
+                        eval=None if members[0].last_eval is None else f"{members[0].last_eval['return_mean']:.1f}",
+                    )
         return None
 
     def due(self) -> Due:
         step, cfg = self.step, self.cfg
-        return Due(train_row=step % cfg.log_every == 0 or step == cfg.steps,
-                   evaluation=step % cfg.eval_every == 0 or step == cfg.steps,
-                   checkpoint=bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0 and step < cfg.steps)
+        return Due(
+            train_row=step % cfg.log_every == 0 or step == cfg.steps,
+            evaluation=step % cfg.eval_every == 0 or step == cfg.steps,
+            checkpoint=bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0 and step < cfg.steps,
+        )
 
     def policy_actions(self) -> list[np.ndarray]:
         """Each member's training action for its observation, guarded against NaN/inf (after a rollback the
@@ -212,8 +245,9 @@ class Training:
         means = [m.metric_means() for m in self.members]
         if not self.guard.check(means):  # rolled back: the window's metrics came from the diverged state
             means = [{} for _ in self.members]
-        rows = [m.write_train_row(mm, m.step - step, m.updates - updates, now - then)
-                for m, mm in zip(self.members, means)]
+        rows = [
+            m.write_train_row(mm, m.step - step, m.updates - updates, now - then) for m, mm in zip(self.members, means)
+        ]
         self.rates = (rows[0]["env_steps_per_s"] or 0.0, rows[0]["updates_per_s"] or 0.0)
         self.window = (now, self.step, self.members[0].updates)
 
@@ -222,8 +256,14 @@ class Training:
         written."""
         self.guard.check()
         members = self.members
-        results = evaluation.evaluate(self.agent, [m.eval_envs for m in members], [m.cfg.seed for m in members],
-                                      self.step, self.cfg.eval_episodes, self.device)
+        results = evaluation.evaluate(
+            self.agent,
+            [m.eval_envs for m in members],
+            [m.cfg.seed for m in members],
+            self.step,
+            self.cfg.eval_episodes,
+            self.device,
+        )
         for m, (returns, successes) in zip(members, results):
             if record is None or m in record:
                 m.record_eval(returns, successes)
@@ -233,8 +273,9 @@ class Training:
         (e.g. a full disk) raises CheckpointError and leaves the previous checkpoint as it was."""
         self.guard.check([m.metric_means() for m in self.members])
         for i, m in enumerate(self.members):
-            path = save_checkpoint(m.out / "checkpoints", m.step, m.state_dict(self.agent.unstack(i)),
-                                   keep=m.cfg.keep_checkpoints)
+            path = save_checkpoint(
+                m.out / "checkpoints", m.step, m.state_dict(self.agent.unstack(i)), keep=m.cfg.keep_checkpoints
+            )
             m.log.info("checkpoint %s", path.name)
 
     def finish(self, sessions: list[RunSession], signum: int | None) -> list[RunResult]:
@@ -244,8 +285,10 @@ class Training:
         if signum is not None and self.step < self.cfg.steps:
             self.checkpoint()
             return [s.interrupted(m.step, signum, execution) for s, m in zip(sessions, self.members)]
-        return [s.finished(m.step, self.agent.unstack(i), m.last_eval, execution)
-                for i, (s, m) in enumerate(zip(sessions, self.members))]
+        return [
+            s.finished(m.step, self.agent.unstack(i), m.last_eval, execution)
+            for i, (s, m) in enumerate(zip(sessions, self.members))
+        ]
 
     def close(self) -> None:
         for m in self.members:
@@ -255,8 +298,14 @@ class Training:
 def progress_bar(cfg: RunConfig, initial: int):
     from tqdm import tqdm
 
-    return tqdm(total=cfg.steps, initial=initial, disable=not cfg.progress, unit="step", dynamic_ncols=True,
-                mininterval=1.0 if os.isatty(2) else 30.0)
+    return tqdm(
+        total=cfg.steps,
+        initial=initial,
+        disable=not cfg.progress,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0 if os.isatty(2) else 30.0,
+    )
 
 
 def train_group(sessions: list[RunSession], stop: StopFlag, env_factory, eval_env_factory) -> list[RunResult]:
@@ -275,8 +324,9 @@ def train_group(sessions: list[RunSession], stop: StopFlag, env_factory, eval_en
             training.close()
 
 
-def train_runs(cfg: RunConfig, runs: list[tuple[str, int]], outs: list, force: bool = False,
-               env_processes: bool | None = None) -> list[RunResult]:
+def train_runs(
+    cfg: RunConfig, runs: list[tuple[str, int]], outs: list, force: bool = False, env_processes: bool | None = None
+) -> list[RunResult]:
     """Train `cfg` for every (task, seed) of `runs` into the matching `outs` directory (new, resumed, or skipped
     when finished). Runs at the same step and with the same agent settings train in lockstep as one batched model,
     one group after another; after a signal the groups not yet trained stay as they were. env_processes: each
@@ -285,8 +335,10 @@ def train_runs(cfg: RunConfig, runs: list[tuple[str, int]], outs: list, force: b
     from flowrl.envs import make_env
 
     n_eval = min(cfg.eval_envs, cfg.eval_episodes)
-    eval_factory = functools.partial(evaluation.eval_envs_for, in_processes=None if env_processes is None else (
-        env_processes and available_cpus() > len(runs) * n_eval))
+    eval_factory = functools.partial(
+        evaluation.eval_envs_for,
+        in_processes=None if env_processes is None else (env_processes and available_cpus() > len(runs) * n_eval),
+    )
     env_factory = SubprocEnv if env_processes else make_env
     sessions: list[RunSession] = []
     try:
@@ -325,6 +377,20 @@ def train(cfg: RunConfig, out, force: bool = False) -> RunResult:
     return result
 
 
-__all__ = ["train", "train_runs", "Training", "DivergenceGuard", "Due", "RunSession", "RunResult", "RunError",
-           "DivergenceError", "RunLock", "LOCK_NAME", "flock_exclusive", "derived_seed", "prepare_run_dir",
-           "resolve_device"]
+__all__ = [
+    "train",
+    "train_runs",
+    "Training",
+    "DivergenceGuard",
+    "Due",
+    "RunSession",
+    "RunResult",
+    "RunError",
+    "DivergenceError",
+    "RunLock",
+    "LOCK_NAME",
+    "flock_exclusive",
+    "derived_seed",
+    "prepare_run_dir",
+    "resolve_device",
+]

@@ -1,5 +1,6 @@
 """Results pipeline: normalisation, alignment, missing-run report, tables, figures, summary and reference import,
 on small synthetic studies written to tmp_path (the statistics themselves: tests/test_stats.py)."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -14,14 +15,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
 from flowrl.analysis.alignment import align_to_grid, make_grid, thin_grid
 from flowrl.analysis.cli import main as cli_main
 from flowrl.analysis.expected import ExpectedStudy, load_expected, missing_report, print_missing, target_steps
-from flowrl.analysis.figures import (NO_COMPARISON_COLOUR, POI_CMAP, curve_band, curve_grid_size, ordered_handles,
-                                     poi_matrix, poi_matrix_colours)
+from flowrl.analysis.figures import (
+    NO_COMPARISON_COLOUR,
+    POI_CMAP,
+    curve_band,
+    curve_grid_size,
+    ordered_handles,
+    poi_matrix,
+    poi_matrix_colours,
+)
 from flowrl.analysis.normalise import NormalisationError, load_normalisation
-from flowrl.analysis.pipeline import AnalysisConfig, ablation_families, analyse, gather, run_analysis
 from flowrl.analysis.palette import ALGO_COLOURS, algo_order, build_palette
+from flowrl.analysis.pipeline import AnalysisConfig, ablation_families, analyse, gather, run_analysis
 from flowrl.analysis.plotting import duration_unit, format_duration, pixel_size
 from flowrl.analysis.references import load_references
 from flowrl.analysis.runs import AnalysisError, hardware_of, load_runs
@@ -31,13 +40,33 @@ from flowrl.analysis.tidy import add_scores, runs_to_tidy
 
 
 # ----------------------------------------------------------------------------------- synthetic runs
-def write_run(root: Path, algo: str, task: str, seed: int, steps: int, eval_every: int, returns=None,
-              done: bool = True, upto: int | None = None, level: float = 500.0) -> Path:
+def write_run(
+    root: Path,
+    algo: str,
+    task: str,
+    seed: int,
+    steps: int,
+    eval_every: int,
+    returns=None,
+    done: bool = True,
+    upto: int | None = None,
+    level: float = 500.0,
+) -> Path:
     """A run directory in the docs/run-format.md layout with a linear-ish learning curve."""
     d = root / task.replace(":", "_") / algo / f"seed{seed}"
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({"algo": algo, "task": task, "seed": seed, "steps": steps,
-                                                   "eval_every": eval_every, "agent": {"hidden_dim": 16}}))
+    (d / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "algo": algo,
+                "task": task,
+                "seed": seed,
+                "steps": steps,
+                "eval_every": eval_every,
+                "agent": {"hidden_dim": 16},
+            }
+        )
+    )
     grid = make_grid(eval_every, steps)
     if upto is not None:
         grid = grid[grid <= upto]
@@ -62,8 +91,17 @@ def small_study(tmp_path):
         for task in ("dmc:cheetah-run", "dmc:dog-run", "hb:h1hand-walk-v0"):
             for seed in range(3):
                 unfinished = algo == "sac" and task == "dmc:cheetah-run" and seed == 2
-                write_run(root, algo, task, seed, 1000, 200 if algo != "sac" else 100, level=level,
-                          done=not unfinished, upto=500 if unfinished else None)
+                write_run(
+                    root,
+                    algo,
+                    task,
+                    seed,
+                    1000,
+                    200 if algo != "sac" else 100,
+                    level=level,
+                    done=not unfinished,
+                    upto=500 if unfinished else None,
+                )
     for task in ("dmc:cheetah-run", "dmc:dog-run", "hb:h1hand-walk-v0"):
         for seed in range(2):
             write_run(root, "td3", task, seed, 1000, 250, level=400)
@@ -86,17 +124,24 @@ def test_default_normalisation():
 
 def test_normalisation_yaml_override(tmp_path):
     path = tmp_path / "norm.yaml"
-    path.write_text(yaml.safe_dump({"suites": {"gym": {"method": "divide", "scale": 100}},
-                                    "tasks": {"hb:g1-walk-v0": {"random": 10, "target": 110},
-                                              "dmc:cheetah-run": {"method": "raw"}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "suites": {"gym": {"method": "divide", "scale": 100}},
+                "tasks": {"hb:g1-walk-v0": {"random": 10, "target": 110}, "dmc:cheetah-run": {"method": "raw"}},
+            }
+        )
+    )
     norm = load_normalisation(path)
     scores = norm.scores(["gym:Hopper-v5", "hb:g1-walk-v0", "dmc:cheetah-run", "dmc:dog-run"], [250, 60, 321, 500])
     np.testing.assert_allclose(scores, [2.5, 0.5, 321, 0.5])
-    for bad, message in (({"suites": {"gym": {"method": "divide"}}}, "scale"),
-                         ({"suites": {"gym": {"method": "zscore"}}}, "not one of"),
-                         ({"suites": {"atari": {"method": "raw"}}}, "unknown suite"),
-                         ({"tasks": {"hb:g1-walk-v0": {"random": 1}}}, "random"),
-                         ({"norms": {}}, "top-level")):
+    for bad, message in (
+        ({"suites": {"gym": {"method": "divide"}}}, "scale"),
+        ({"suites": {"gym": {"method": "zscore"}}}, "not one of"),
+        ({"suites": {"atari": {"method": "raw"}}}, "unknown suite"),
+        ({"tasks": {"hb:g1-walk-v0": {"random": 1}}}, "random"),
+        ({"norms": {}}, "top-level"),
+    ):
         path.write_text(yaml.safe_dump(bad))
         with pytest.raises(NormalisationError, match=message):
             load_normalisation(path)
@@ -155,8 +200,9 @@ def test_duplicates_are_an_error_and_force_backups_are_skipped(tmp_path):
     write_run(root, "a", "dmc:cheetah-run", 0, 100, 50)
     backup = root / "old" / "seed0.replaced-20250101-000000"
     backup.mkdir(parents=True)
-    (backup / "config.yaml").write_text(yaml.safe_dump({"algo": "a", "task": "dmc:cheetah-run", "seed": 0,
-                                                        "steps": 100}))
+    (backup / "config.yaml").write_text(
+        yaml.safe_dump({"algo": "a", "task": "dmc:cheetah-run", "seed": 0, "steps": 100})
+    )
     records, backups = load_runs([root])
     assert len(records) == 1 and backups == [backup]
     write_run(root / "copy", "a", "dmc:cheetah-run", 0, 100, 50)
@@ -169,7 +215,8 @@ def test_unequal_seed_counts_use_the_lowest_seeds(small_study):
     tidy = add_scores(runs_to_tidy(records), load_normalisation(None))
     final = final_scores(tidy, {t: 1000 for t in tidy["task"].unique()})
     assert not final[(final["algo"] == "sac") & (final["seed"] == 2) & (final["task"] == "dmc:cheetah-run")][
-        "counted"].any()
+        "counted"
+    ].any()
     s = build_score_set(final, ["flowrl", "sac", "td3"], sorted(tidy["task"].unique()), "all")
     assert s.matrices["flowrl"].shape == (3, 3)
     assert s.matrices["sac"].shape == (2, 3)  # one cheetah seed unfinished -> 2 runs on every task
@@ -177,8 +224,7 @@ def test_unequal_seed_counts_use_the_lowest_seeds(small_study):
     assert s.matrices["td3"].shape == (2, 3)
     assert any("sac: 2 run(s) per task used" in n for n in s.notes)
     expected = final[(final["algo"] == "sac") & (final["task"] == "dmc:dog-run") & final["seed"].isin([0, 1])]
-    np.testing.assert_allclose(np.sort(s.matrices["sac"][:, s.tasks.index("dmc:dog-run")]),
-                               np.sort(expected["score"]))
+    np.testing.assert_allclose(np.sort(s.matrices["sac"][:, s.tasks.index("dmc:dog-run")]), np.sort(expected["score"]))
 
 
 # ----------------------------------------------------------------------------------- references
@@ -190,12 +236,14 @@ def test_reference_import_both_formats(tmp_path):
     (tdmpc / "tdmpc2" / "cup-catch.csv").write_text("step,reward,seed\n0,1.0,1\n100000,900.0,1\n")
     (tdmpc / "tdmpc2" / "mw-push.csv").write_text("step,success,seed\n0,0.0,1\n")
     simba = tmp_path / "simba.csv"
-    simba.write_text(",exp_name,env_name,seed,metric,env_step,value\n"
-                     "0,sac_simba,h1_walk_v0,9000,avg_return,0.0,2.0\n"
-                     "1,sac_simba,h1_walk_v0,9000,avg_success,0.0,0.0\n"
-                     "2,sac_simba,h1_walk_v0,9000,avg_return,50000.0,300.0\n"
-                     "3,sac_simba,dog_run,4000,avg_return,50000.0,40.0\n"
-                     "4,sac_simba,dog_run,4000,unique_coordinates,50000.0,3.0\n")
+    simba.write_text(
+        ",exp_name,env_name,seed,metric,env_step,value\n"
+        "0,sac_simba,h1_walk_v0,9000,avg_return,0.0,2.0\n"
+        "1,sac_simba,h1_walk_v0,9000,avg_success,0.0,0.0\n"
+        "2,sac_simba,h1_walk_v0,9000,avg_return,50000.0,300.0\n"
+        "3,sac_simba,dog_run,4000,avg_return,50000.0,40.0\n"
+        "4,sac_simba,dog_run,4000,unique_coordinates,50000.0,3.0\n"
+    )
     ref, notes = load_references([tdmpc, simba])
     assert ref["reference"].all()
     got = {(r.algo, r.task, r.seed, r.step): r["return"] for _, r in ref.iterrows() for r in [r]}
@@ -220,11 +268,15 @@ def test_reference_steps_are_environment_steps_at_action_repeat_1(tmp_path, monk
     from flowrl.analysis import figures, references
 
     assert {fmt: u.env_steps_per_unit for fmt, u in references.STEP_UNITS.items()} == {"tdmpc2": 1.0, "simba": 1.0}
-    assert "issue #45" in references.STEP_UNITS["tdmpc2"].defined_in and "run.py" in references.STEP_UNITS["simba"].defined_in
+    assert (
+        "issue #45" in references.STEP_UNITS["tdmpc2"].defined_in
+        and "run.py" in references.STEP_UNITS["simba"].defined_in
+    )
     (tmp_path / "sac").mkdir()
     (tmp_path / "sac" / "dog-run.csv").write_text("step,reward,seed\n0,5.0,1\n100000,50.0,1\n")
-    (tmp_path / "simba.csv").write_text("exp_name,env_name,seed,metric,env_step,value\n"
-                                        "sac_simba,dog_run,4000,avg_return,50000.0,40.0\n")
+    (tmp_path / "simba.csv").write_text(
+        "exp_name,env_name,seed,metric,env_step,value\nsac_simba,dog_run,4000,avg_return,50000.0,40.0\n"
+    )
     ref, notes = load_references([tmp_path])
     assert sorted(ref["step"]) == [0, 50000, 100000] and ref["step"].dtype == "int64"
     assert any(n.startswith("tdmpc2 steps count simulator steps") and "x1 to environment steps" in n for n in notes)
@@ -241,17 +293,29 @@ def test_reference_steps_are_environment_steps_at_action_repeat_1(tmp_path, monk
 
 
 def test_external_task_names_map_to_ours():
-    cases = {"dog-run": "dmc:dog-run", "dog_run": "dmc:dog-run", "cup-catch": "dmc:ball_in_cup-catch",
-             "finger-turn-easy": "dmc:finger-turn_easy", "finger-turn_hard": "dmc:finger-turn_hard",
-             "cartpole_balance_sparse": "dmc:cartpole-balance_sparse", "ball_in_cup-catch": "dmc:ball_in_cup-catch",
-             "h1-walk-v0": "hb:h1-walk-v0", "h1_sit_simple_v0": "hb:h1-sit_simple-v0",
-             "h1hand-sit_simple-v0": "hb:h1hand-sit_simple-v0", "h1strong-highbar-hard-v0": "hb:h1strong-highbar_hard-v0",
-             "Humanoid-v4": "gym:Humanoid-v4", "mw-push": None, "myo-key-turn": None, "dmc:dog-run": "dmc:dog-run"}
+    cases = {
+        "dog-run": "dmc:dog-run",
+        "dog_run": "dmc:dog-run",
+        "cup-catch": "dmc:ball_in_cup-catch",
+        "finger-turn-easy": "dmc:finger-turn_easy",
+        "finger-turn_hard": "dmc:finger-turn_hard",
+        "cartpole_balance_sparse": "dmc:cartpole-balance_sparse",
+        "ball_in_cup-catch": "dmc:ball_in_cup-catch",
+        "h1-walk-v0": "hb:h1-walk-v0",
+        "h1_sit_simple_v0": "hb:h1-sit_simple-v0",
+        "h1hand-sit_simple-v0": "hb:h1hand-sit_simple-v0",
+        "h1strong-highbar-hard-v0": "hb:h1strong-highbar_hard-v0",
+        "Humanoid-v4": "gym:Humanoid-v4",
+        "mw-push": None,
+        "myo-key-turn": None,
+        "dmc:dog-run": "dmc:dog-run",
+    }
     for name, expected in cases.items():
         assert map_external_task(name) == expected, name
     assert group_of("dmc:dog-run") == "DMC hard" and group_of("dmc:cheetah-run") == "DMC easy"
     assert ablation_families(["flowrl", "flowrl-no-w2", "flowrl-steps5", "sac"]) == {
-        "flowrl": ["flowrl", "flowrl-no-w2", "flowrl-steps5"]}
+        "flowrl": ["flowrl", "flowrl-no-w2", "flowrl-steps5"]
+    }
 
 
 # ----------------------------------------------------------------------------------- figure rules
@@ -265,8 +329,16 @@ def test_time_axes_choose_their_unit_by_magnitude():
 
 
 def test_return_bands_stop_at_the_tasks_possible_returns():
-    df = pd.DataFrame({"mean": [10.0, 990.0], "std": [30.0, 30.0], "t_low": [-50.0, 900.0],
-                       "t_high": [60.0, 1100.0], "ci_low": [-1.0, 980.0], "ci_high": [20.0, 1001.0]})
+    df = pd.DataFrame(
+        {
+            "mean": [10.0, 990.0],
+            "std": [30.0, 30.0],
+            "t_low": [-50.0, 900.0],
+            "t_high": [60.0, 1100.0],
+            "ci_low": [-1.0, 980.0],
+            "ci_high": [20.0, 1001.0],
+        }
+    )
     assert return_bounds("dmc:cheetah-run") == (0.0, 1000.0)
     low, high = curve_band(df, "std", return_bounds("dmc:cheetah-run"))
     np.testing.assert_array_equal(low, [0.0, 960.0])  # 10 - 30 would be a return no DMC episode can have
@@ -285,8 +357,15 @@ def test_return_bands_stop_at_the_tasks_possible_returns():
 
 
 def test_poi_matrix_diagonal_is_not_the_colour_of_one_half():
-    poi = pd.DataFrame({"algo_x": ["sac", "flowrl", "flowrl", "td3"], "algo_y": ["flowrl", "sac", "td3", "flowrl"],
-                        "poi": [0.2, 0.8, 0.5, 0.5], "ci_low": [0.1, 0.7, 0.3, 0.3], "ci_high": [0.3, 0.9, 0.7, 0.7]})
+    poi = pd.DataFrame(
+        {
+            "algo_x": ["sac", "flowrl", "flowrl", "td3"],
+            "algo_y": ["flowrl", "sac", "td3", "flowrl"],
+            "poi": [0.2, 0.8, 0.5, 0.5],
+            "ci_low": [0.1, 0.7, 0.3, 0.3],
+            "ci_high": [0.3, 0.9, 0.7, 0.7],
+        }
+    )
     algos, matrix, cis = poi_matrix(poi, ["flowrl", "sac", "td3"])
     assert algos == ["flowrl", "sac", "td3"] and matrix[0, 1] == 0.8 and cis[1, 0] == (0.1, 0.3)
     colours = poi_matrix_colours(matrix)
@@ -320,8 +399,13 @@ def _png_ok(path: Path, expected_size: tuple[int, int] | None = None) -> None:
 
 
 def test_small_study_end_to_end(small_study, tmp_path):
-    manifest = {"device": "cpu", "cpu_count": 2, "torch_threads": 1, "host": "n1",
-                "sessions": [{"host": "n1"}, {"host": "n2"}]}  # resumed on another node
+    manifest = {
+        "device": "cpu",
+        "cpu_count": 2,
+        "torch_threads": 1,
+        "host": "n1",
+        "sessions": [{"host": "n1"}, {"host": "n2"}],
+    }  # resumed on another node
     (small_study / "dmc_cheetah-run" / "flowrl" / "seed0" / "manifest.json").write_text(json.dumps(manifest))
     refs = tmp_path / "refs" / "sac"
     refs.mkdir(parents=True)
@@ -331,8 +415,16 @@ def test_small_study_end_to_end(small_study, tmp_path):
     out = tmp_path / "out"
     result = analyse(runs=[small_study], out=out, reps=60, seed=1, references=[tmp_path / "refs"], timing=timing)
 
-    for rel in ("tidy.csv", "tidy.parquet", "missing_runs.csv", "summary.md", "tables/aggregate.tex",
-                "tables/per_task_final.md", "tables/probability_of_improvement.csv", "tables/curves_per_task.csv"):
+    for rel in (
+        "tidy.csv",
+        "tidy.parquet",
+        "missing_runs.csv",
+        "summary.md",
+        "tables/aggregate.tex",
+        "tables/per_task_final.md",
+        "tables/probability_of_improvement.csv",
+        "tables/curves_per_task.csv",
+    ):
         assert (out / rel).exists(), rel
     tidy = pd.read_parquet(out / "tidy.parquet")
     assert {"algo", "task", "suite", "seed", "step", "return", "success", "score", "reference"} <= set(tidy.columns)
@@ -346,8 +438,9 @@ def test_small_study_end_to_end(small_study, tmp_path):
     # per-task table: mean of the final returns of counted runs
     per_task = pd.read_csv(out / "tables" / "per_task_final.csv")
     row = per_task[(per_task["task"] == "dmc:dog-run") & (per_task["algo"] == "flowrl")].iloc[0]
-    finals = tidy[(tidy["algo"] == "flowrl") & (tidy["task"] == "dmc:dog-run") & (tidy["step"] == 1000)
-                  & ~tidy["reference"]]["return"]
+    finals = tidy[
+        (tidy["algo"] == "flowrl") & (tidy["task"] == "dmc:dog-run") & (tidy["step"] == 1000) & ~tidy["reference"]
+    ]["return"]
     assert row["n_runs"] == 3 and row["return_mean"] == pytest.approx(finals.mean())
     assert row["return_ci_low"] <= row["return_mean"] <= row["return_ci_high"]
     sac_cheetah = per_task[(per_task["task"] == "dmc:cheetah-run") & (per_task["algo"] == "sac")].iloc[0]
@@ -362,13 +455,16 @@ def test_small_study_end_to_end(small_study, tmp_path):
     study = summary.split("## Study")[1].split("## Caveats")[0]
     assert "**algorithms**: flowrl, flowrl-no-w2, sac, td3 (4)" in study
     assert "**tasks**: dmc:cheetah-run, dmc:dog-run, hb:h1hand-walk-v0 (3)" in study
-    assert ("**seeds**: 0-2 (3 seeds) for flowrl, flowrl-no-w2, sac; 0-1 (2 seeds) for td3 (inferred from the "
-            "runs found)") in study
+    assert (
+        "**seeds**: 0-2 (3 seeds) for flowrl, flowrl-no-w2, sac; 0-1 (2 seeds) for td3 (inferred from the runs found)"
+    ) in study
     # 3 algorithms x 3 tasks x 3 seeds + td3 on 3 tasks x 2 seeds, 1000 steps each
     assert "**budget**: 1,000 environment steps per run; 33,000 environment steps over the 33 expected runs" in study
     assert "5 episodes every 100 environment steps (9 runs)" in study  # sac; td3 every 250, the others every 200
     assert "5 episodes every 250 environment steps (6 runs)" in study
-    assert "not recorded (no readable manifest.json): 32 runs; cpu: 2 CPUs, 1 torch thread (hosts n1, n2): 1 run" in study
+    assert (
+        "not recorded (no readable manifest.json): 32 runs; cpu: 2 CPUs, 1 torch thread (hosts n1, n2): 1 run" in study
+    )
     caveat_text = summary.split("## Caveats")[1].split("## Inputs")[0]
     assert "percentile-bootstrap interval of a mean is the range [min, max]" in caveat_text
     assert "t = 12.71 for n = 2, t = 4.30 for n = 3" in caveat_text
@@ -393,10 +489,19 @@ def test_small_study_end_to_end(small_study, tmp_path):
     assert sac.set_index("step").loc[500, "n"] == 3 and sac.set_index("step").loc[1000, "n"] == 2
 
     figs = out / "figures"
-    for name in ("fig1_overview", "fig3_curves_dmc_easy", "fig3_curves_dmc_hard", "fig3_curves_humanoidbench",
-                 "fig4_ablation_flowrl", "fig7_all_tasks", "aggregate_intervals_all_tasks",
-                 "probability_of_improvement_flowrl", "probability_of_improvement_matrix", "performance_profile",
-                 "sample_efficiency"):
+    for name in (
+        "fig1_overview",
+        "fig3_curves_dmc_easy",
+        "fig3_curves_dmc_hard",
+        "fig3_curves_humanoidbench",
+        "fig4_ablation_flowrl",
+        "fig7_all_tasks",
+        "aggregate_intervals_all_tasks",
+        "probability_of_improvement_flowrl",
+        "probability_of_improvement_matrix",
+        "performance_profile",
+        "sample_efficiency",
+    ):
         assert (figs / f"{name}.pdf").stat().st_size > 1000, name
         _png_ok(figs / f"{name}.png")
     _, _, w, h = curve_grid_size(3)  # fig7: 3 tasks in one row
@@ -438,8 +543,13 @@ def test_pipeline_works_without_rliable(tmp_path):
             for seed in range(2):
                 write_run(root, algo, task, seed, 400, 200, level=level)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", NO_RLIABLE, str(root), str(out)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_RLIABLE, str(root), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"algos": ["flowrl", "sac"]}
     marker = json.loads((out / "analysis.json").read_text())
@@ -453,10 +563,24 @@ def test_pipeline_works_without_rliable(tmp_path):
 
 
 def test_hardware_from_manifests():
-    assert hardware_of({"device": "cuda:0", "gpu": "NVIDIA H200", "host": "g1",
-                        "sessions": [{"host": "g1"}, {"host": "g1"}]}) == "cuda: NVIDIA H200 (host g1)"
-    assert hardware_of({"device": "cpu", "cpu_count": 16, "torch_threads": 4, "host": "a",
-                        "sessions": [{"host": "a"}, {"host": "b"}]}) == "cpu: 16 CPUs, 4 torch threads (hosts a, b)"
+    assert (
+        hardware_of(
+            {"device": "cuda:0", "gpu": "NVIDIA H200", "host": "g1", "sessions": [{"host": "g1"}, {"host": "g1"}]}
+        )
+        == "cuda: NVIDIA H200 (host g1)"
+    )
+    assert (
+        hardware_of(
+            {
+                "device": "cpu",
+                "cpu_count": 16,
+                "torch_threads": 4,
+                "host": "a",
+                "sessions": [{"host": "a"}, {"host": "b"}],
+            }
+        )
+        == "cpu: 16 CPUs, 4 torch threads (hosts a, b)"
+    )
     assert hardware_of({}) is None
 
 
@@ -496,11 +620,27 @@ def test_one_default_number_of_bootstrap_reps(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0}))
     calls = []
     for i, analysis in enumerate((default.config["analysis"], {"reps": 50, "seed": 0})):
-        study = {"expected": {"algos": ["sac"], "tasks": ["dmc:cartpole-balance"], "seeds": [0], "steps": 10},
-                 "runs": {"sac": {"dmc:cartpole-balance": {"0": str(run)}}}, "analysis": analysis}
-        assert aggregate.main(["--study-json", json.dumps(study), "--runs", str(tmp_path / "runs"),
-                               "--out", str(tmp_path / "out"), "--work", str(tmp_path / f"work{i}")],
-                              run=lambda cmd: calls.append(cmd) or 0) == 0
+        study = {
+            "expected": {"algos": ["sac"], "tasks": ["dmc:cartpole-balance"], "seeds": [0], "steps": 10},
+            "runs": {"sac": {"dmc:cartpole-balance": {"0": str(run)}}},
+            "analysis": analysis,
+        }
+        assert (
+            aggregate.main(
+                [
+                    "--study-json",
+                    json.dumps(study),
+                    "--runs",
+                    str(tmp_path / "runs"),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--work",
+                    str(tmp_path / f"work{i}"),
+                ],
+                run=lambda cmd: calls.append(cmd) or 0,
+            )
+            == 0
+        )
     assert "--reps" not in calls[0]
     assert calls[1][calls[1].index("--reps") + 1] == "50"  # a study's own choice is passed on
 

@@ -1,4 +1,5 @@
 """The bandit expressiveness example (paper Fig. 2): mode coverage of each policy, and the figure."""
+
 import importlib.util
 import sys
 from pathlib import Path

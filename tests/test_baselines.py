@@ -2,8 +2,8 @@
 
 (Shapes, bounds, determinism, checkpoints and learning a bandit are in tests/test_conformance.py.)
 """
+
 import math
-import os
 
 import pytest
 import torch
@@ -31,11 +31,18 @@ def test_registry_and_run_config_build_each_baseline():
         assert cfg.replay_recent_fraction == 0.0  # plain uniform replay for the baselines
 
 
-@pytest.mark.parametrize("config_cls,bad", [
-    (SACConfig, {"tau": 0.0}), (SACConfig, {"log_std_min": 5.0}),
-    (TD3Config, {"policy_delay": 0}), (TD3Config, {"exploration_noise": -0.1}),
-    (QVPOConfig, {"diffusion_steps": 0}), (QVPOConfig, {"beta_schedule": "quadratic"}), (QVPOConfig, {"time_dim": 7}),
-])
+@pytest.mark.parametrize(
+    "config_cls,bad",
+    [
+        (SACConfig, {"tau": 0.0}),
+        (SACConfig, {"log_std_min": 5.0}),
+        (TD3Config, {"policy_delay": 0}),
+        (TD3Config, {"exploration_noise": -0.1}),
+        (QVPOConfig, {"diffusion_steps": 0}),
+        (QVPOConfig, {"beta_schedule": "quadratic"}),
+        (QVPOConfig, {"time_dim": 7}),
+    ],
+)
 def test_bad_config_values_are_rejected_with_their_name(config_cls, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         config_cls(**bad)
@@ -76,7 +83,10 @@ def test_sac_critic_target_is_the_soft_bellman_backup():
     agent.critic, agent.critic_target = ConstQ(1.0), ConstQ(2.0)
     agent.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=1e-3)
     p = next(agent.policy.parameters())  # fixed samples that still reach the policy's parameters
-    agent.policy.sample = lambda obs: (torch.zeros(obs.shape[0], 2) + 0 * p.sum(), torch.full((obs.shape[0], 1), -3.0) + 0 * p.sum())
+    agent.policy.sample = lambda obs: (
+        torch.zeros(obs.shape[0], 2) + 0 * p.sum(),
+        torch.full((obs.shape[0], 1), -3.0) + 0 * p.sum(),
+    )
     m = agent.update(make_batch(reward=0.5), step=0)
     target = 0.5 + 0.99 * (2.0 - 0.5 * -3.0)  # r + gamma * (min Q' - alpha * log pi)
     assert m["critic_loss"].item() == pytest.approx(2 * (1.0 - target) ** 2, rel=1e-5)
@@ -276,7 +286,6 @@ def test_qvpo_targets_move_every_update():
 # ----------------------------------------------------------------------------------- learning on a real task
 from test_learning import random_policy_return  # noqa: E402 - shared with FlowRL's learning check
 
-
 # CPU-sized budgets. SAC and TD3 move their targets slowly (tau 0.005), so they need more steps than FlowRL
 # (tau 0.95; tests/test_learning.py) to propagate value over cartpole's long horizon. QVPO's defaults cost ~50x
 # more per update than SAC's and, with tau 0.005 and critic lr 3e-4, it was still near random after 20k steps
@@ -287,8 +296,17 @@ LEARNING_CASES = {
     # TD3's targets move only on delayed steps, half as often as SAC's. At 40k steps it sat at the bar (seen 329 at
     # 25k, 564 at 40k); seen from 55k on: 999, 992, 790, 860, 885, 961 (to 80k).
     "td3": (60000, ["agent.hidden_dim=64"]),
-    "qvpo": (7500, ["agent.hidden_dim=64", "agent.diffusion_steps=5", "agent.train_samples=8", "agent.eval_samples=8",
-                    "agent.tau=0.05", "agent.critic_lr=1e-3"]),
+    "qvpo": (
+        7500,
+        [
+            "agent.hidden_dim=64",
+            "agent.diffusion_steps=5",
+            "agent.train_samples=8",
+            "agent.eval_samples=8",
+            "agent.tau=0.05",
+            "agent.critic_lr=1e-3",
+        ],
+    ),
 }
 
 
@@ -303,9 +321,28 @@ def test_baseline_learns_cartpole_balance(algo, tmp_path):
     rand_mean, rand_std = random_policy_return(task)  # ~350 +- 40
     steps, overrides = LEARNING_CASES[algo]
     out = tmp_path / "run"
-    rc = cli_main(["--algo", algo, "--task", task, "--seed", "0", "--steps", str(steps), "--out", str(out), "--no-progress",
-                   "start_steps=1000", "batch_size=128", f"eval_every={min(5000, steps // 3)}", "eval_episodes=3",
-                   "log_every=1000", "torch_threads=1", *overrides])
+    rc = cli_main(
+        [
+            "--algo",
+            algo,
+            "--task",
+            task,
+            "--seed",
+            "0",
+            "--steps",
+            str(steps),
+            "--out",
+            str(out),
+            "--no-progress",
+            "start_steps=1000",
+            "batch_size=128",
+            f"eval_every={min(5000, steps // 3)}",
+            "eval_episodes=3",
+            "log_every=1000",
+            "torch_threads=1",
+            *overrides,
+        ]
+    )
     assert rc == 0
     returns = [float(r["return_mean"]) for r in csv.DictReader(open(out / "eval.csv"))]
     final = max(returns[-2:])

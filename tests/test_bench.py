@@ -1,4 +1,5 @@
 """The speed benchmark runs from end to end and reports every figure it promises (it asserts no timings)."""
+
 import re
 import subprocess
 import sys
@@ -14,16 +15,37 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_bench_speed_reports_every_figure():
-    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--task", "dmc:cartpole-swingup",
-           "--algos", "flowrl", "--updates", "2", "--e2e-steps", "64", "--batch-size", "32", "--seeds", "2",
-           "--rounds", "1", "--round-updates", "1", "--eval-episodes", "2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bench_speed.py"),
+        "--device",
+        "cpu",
+        "--task",
+        "dmc:cartpole-swingup",
+        "--algos",
+        "flowrl",
+        "--updates",
+        "2",
+        "--e2e-steps",
+        "64",
+        "--batch-size",
+        "32",
+        "--seeds",
+        "2",
+        "--rounds",
+        "1",
+        "--round-updates",
+        "1",
+        "--eval-episodes",
+        "2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "error" not in out, out
     number = r"[0-9]+\.[0-9]+"
     for pattern in [
-        rf"env steps/s \(random actions, one process\): [0-9]+",
+        r"env steps/s \(random actions, one process\): [0-9]+",
         rf"flowrl +{number} +{number} +[0-9]+",  # updates/s, end-to-end steps/s, peak MiB
         rf"official-style FlowRL +{number}",
         rf"official-style, bf16 +{number} updates/s",
@@ -50,8 +72,26 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
     (tmp_path / "dm_control").mkdir()
     (tmp_path / "dm_control" / "__init__.py").write_text("raise ImportError('no simulator on this machine')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
-           "flowrl", "--updates", "2", "--batch-size", "32", "--seeds", "2", "--rounds", "1", "--round-updates", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bench_speed.py"),
+        "--device",
+        "cpu",
+        "--shapes",
+        "5x1",
+        "--algos",
+        "flowrl",
+        "--updates",
+        "2",
+        "--batch-size",
+        "32",
+        "--seeds",
+        "2",
+        "--rounds",
+        "1",
+        "--round-updates",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "error" not in proc.stdout and "# task shapes:5x1" in proc.stdout, proc.stdout
@@ -62,15 +102,31 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
 @pytest.mark.subprocess
 def test_bench_speed_hidden_size_grid():
     """--hidden prints FlowRL against the official-style update at each size (one process), with a ratio per cell."""
-    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--hidden", "8",
-           "16", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bench_speed.py"),
+        "--device",
+        "cpu",
+        "--shapes",
+        "5x1",
+        "--hidden",
+        "8",
+        "16",
+        "--batch-size",
+        "16",
+        "--rounds",
+        "1",
+        "--round-updates",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "error" not in out and "hidden-size grid: batch 16, float32" in out, out
     header = next(line for line in out.splitlines() if line.strip().startswith("hidden "))
-    names = ["official-style", "flowrl"] + (["flowrl, cpu_matmul=aten", "flowrl, cpu_matmul=onednn"]
-                                            if onednn_linear_available() else [])
+    names = ["official-style", "flowrl"] + (
+        ["flowrl, cpu_matmul=aten", "flowrl, cpu_matmul=onednn"] if onednn_linear_available() else []
+    )
     assert re.findall(r"official-style|flowrl(?:, cpu_matmul=\w+)?", header) == names, header
     cell = r" +[0-9]+\.[0-9] \([0-9]+\.[0-9]{2}x\)"
     for h in (8, 16):
@@ -84,8 +140,23 @@ def test_bench_speed_hidden_size_grid():
 @pytest.mark.subprocess
 def test_bench_speed_head_to_head_only():
     """--head-to-head-only prints the one-process comparison and no other figure (scripts/gpu-check.sh uses it)."""
-    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
-           "flowrl", "--head-to-head-only", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bench_speed.py"),
+        "--device",
+        "cpu",
+        "--shapes",
+        "5x1",
+        "--algos",
+        "flowrl",
+        "--head-to-head-only",
+        "--batch-size",
+        "16",
+        "--rounds",
+        "1",
+        "--round-updates",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -116,8 +187,13 @@ def test_plain_contenders_compute_the_same_updates(algo):
     plain = PLAIN[algo](spec, cfg)
     g = torch.Generator().manual_seed(1)
     for step in range(6):
-        b = Batch(torch.randn(8, 4, generator=g), torch.rand(8, 2, generator=g) * 3 - 1, torch.randn(8, 1, generator=g),
-                  torch.randn(8, 4, generator=g), torch.ones(8, 1))
+        b = Batch(
+            torch.randn(8, 4, generator=g),
+            torch.rand(8, 2, generator=g) * 3 - 1,
+            torch.randn(8, 1, generator=g),
+            torch.randn(8, 4, generator=g),
+            torch.ones(8, 1),
+        )
         torch.manual_seed(100 + step)  # both draw their noise from the global generator, in the same order
         m1 = ours.update(b, step)
         torch.manual_seed(100 + step)
@@ -132,11 +208,29 @@ def test_plain_contenders_compute_the_same_updates(algo):
 
 @pytest.mark.subprocess
 def test_bench_speed_sac_td3_against_plain_versions():
-    cmd = [sys.executable, str(ROOT / "bench" / "bench_speed.py"), "--device", "cpu", "--shapes", "5x1", "--algos",
-           "sac", "td3", "--updates", "2", "--batch-size", "16", "--rounds", "1", "--round-updates", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bench_speed.py"),
+        "--device",
+        "cpu",
+        "--shapes",
+        "5x1",
+        "--algos",
+        "sac",
+        "td3",
+        "--updates",
+        "2",
+        "--batch-size",
+        "16",
+        "--rounds",
+        "1",
+        "--round-updates",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "error" not in proc.stdout, proc.stdout
     for algo in ("sac", "td3"):
-        assert re.search(rf"^{algo} against its plain eager version .*: [0-9.]+ vs [0-9.]+ updates/s, [0-9.]+x$",
-                         proc.stdout, re.M), proc.stdout
+        assert re.search(
+            rf"^{algo} against its plain eager version .*: [0-9.]+ vs [0-9.]+ updates/s, [0-9.]+x$", proc.stdout, re.M
+        ), proc.stdout

@@ -1,5 +1,6 @@
 """The agent conformance suite: every built-in agent passes it, and deliberately broken agents fail
 exactly the check that targets their defect (so the suite has teeth)."""
+
 import dataclasses
 
 import numpy as np
@@ -13,7 +14,9 @@ from flowrl.testing.__main__ import main as conformance_cli
 from flowrl.testing.conformance import bandit_optimum, bandit_reward, resolve_agent_class, resolve_config
 
 # Every built-in agent x every check, one test each (the bandit checks are the slow ones: 5-40 s).
-BUILTIN_CASES = [pytest.param(agent, check, id=f"{agent}-{check}") for agent in sorted(BUILTIN_AGENTS) for check in CHECK_NAMES]
+BUILTIN_CASES = [
+    pytest.param(agent, check, id=f"{agent}-{check}") for agent in sorted(BUILTIN_AGENTS) for check in CHECK_NAMES
+]
 
 
 @pytest.mark.parametrize("agent,check", BUILTIN_CASES)
@@ -53,7 +56,9 @@ class UnseededNoise(TD3):
     def act(self, obs, deterministic=False):
         unit = self.actor(obs)
         if not deterministic:
-            unit = (unit + torch.as_tensor(np.random.default_rng().normal(0, 0.1, unit.shape), dtype=unit.dtype)).clamp(-1, 1)
+            unit = (unit + torch.as_tensor(np.random.default_rng().normal(0, 0.1, unit.shape), dtype=unit.dtype)).clamp(
+                -1, 1
+            )
         return self.scale_action(unit)
 
 
@@ -89,15 +94,18 @@ class TupleConfigAgent(TD3):
     Config = TupleConfig
 
 
-@pytest.mark.parametrize("agent,failing_check", [
-    (OutOfBounds, "act"),
-    (ForgetsOptimisers, "checkpoint"),
-    (UnseededNoise, "determinism"),
-    (NeverLearns, "update"),
-    (DivergesLate, "nan_free"),
-    (IgnoresState, "bandit"),
-    (TupleConfigAgent, "config"),
-])
+@pytest.mark.parametrize(
+    "agent,failing_check",
+    [
+        (OutOfBounds, "act"),
+        (ForgetsOptimisers, "checkpoint"),
+        (UnseededNoise, "determinism"),
+        (NeverLearns, "update"),
+        (DivergesLate, "nan_free"),
+        (IgnoresState, "bandit"),
+        (TupleConfigAgent, "config"),
+    ],
+)
 def test_broken_agents_fail_the_check_for_their_defect(agent, failing_check):
     result = run_check(agent, failing_check, budget=Budget(bandit_updates=300))
     assert not result.passed, f"{agent.__name__} unexpectedly passed {failing_check}"

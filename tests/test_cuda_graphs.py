@@ -5,6 +5,7 @@ are made eagerly, then copied into the graph's static tensors), so it must give 
 eager update, keep doing so across the policy/no-policy phases, survive a checkpoint round trip (the graphs
 are re-captured against the loaded optimiser state), and batch several seeds like single runs.
 """
+
 import copy
 import io
 
@@ -33,9 +34,15 @@ def batches(n, seed=0, members=None, size=32):
     lead = () if members is None else (members,)
     out = []
     for _ in range(n):
-        out.append(Batch(torch.randn(*lead, size, 17, generator=g), torch.rand(*lead, size, 6, generator=g) * 2 - 1,
-                         torch.randn(*lead, size, 1, generator=g), torch.randn(*lead, size, 17, generator=g),
-                         (torch.rand(*lead, size, 1, generator=g) > 0.1).float()))
+        out.append(
+            Batch(
+                torch.randn(*lead, size, 17, generator=g),
+                torch.rand(*lead, size, 6, generator=g) * 2 - 1,
+                torch.randn(*lead, size, 1, generator=g),
+                torch.randn(*lead, size, 17, generator=g),
+                (torch.rand(*lead, size, 1, generator=g) > 0.1).float(),
+            )
+        )
     return [Batch(*(x.to(DEV) for x in b)) for b in out]
 
 
@@ -101,8 +108,9 @@ def test_graphed_checkpoint_round_trip_continues_identically():
 def test_graphed_seeds_match_graphed_single_runs():
     """Tolerance as tests/test_flowrl_agent.py's stacked check (float32 reduction order), for 12 updates."""
     singles = [make(s, amp="off") for s in range(3)]
-    stacked = FlowRL.stack([a.state_dict() for a in singles], SPEC, FlowRLConfig(hidden_dim=64), DEV,
-                           execution=Execution(amp="off"))
+    stacked = FlowRL.stack(
+        [a.state_dict() for a in singles], SPEC, FlowRLConfig(hidden_dim=64), DEV, execution=Execution(amp="off")
+    )
     per_seed = [batches(12, seed=10 + s) for s in range(3)]
     for step in range(12):
         member = stacked.update_members(Batch(*(torch.stack(x) for x in zip(*[p[step] for p in per_seed]))), step)
@@ -120,6 +128,7 @@ def test_graphed_seeds_match_graphed_single_runs():
 def test_a_real_graph_with_wrong_metrics_is_dropped():
     """The self-check on a real capture: a graph whose metrics come back wrong is caught, and training continues
     eagerly with the numbers of an agent that never had graphs."""
+
     def wrong_metrics(run):
         replay, output = capture_cuda_graph(run)
         return replay, lambda: output() + 1.0

@@ -1,4 +1,5 @@
 """Environment adapters and task names (flowrl.envs)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,22 +38,27 @@ def run_episode(env, seed, policy, max_steps=10_000):
 # ------------------------------------------------------------------------------------------ names
 @pytest.mark.subprocess
 def test_importing_flowrl_envs_loads_no_simulator():
-    code = ("import sys, flowrl.envs; "
-            "print([m for m in ('dm_control', 'gymnasium', 'humanoid_bench', 'mujoco') if m in sys.modules])")
+    code = (
+        "import sys, flowrl.envs; "
+        "print([m for m in ('dm_control', 'gymnasium', 'humanoid_bench', 'mujoco') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("dmc:cartpole-balanse", "'dmc:cartpole-balance'"),
-    ("dmc:cheetah-runn", "'dmc:cheetah-run'"),
-    ("dmc:Cheetah-Run", "'dmc:cheetah-run'"),
-    ("cheetah-run", "'dmc:cheetah-run'"),  # no suite prefix
-    ("DMC:walker-walk", "'dmc:walker-walk'"),
-    ("gym:Hoper-v4", "'gym:Hopper-v4'"),
-    ("hb:h1hand-wak-v0", "'hb:h1hand-walk-v0'"),
-    ("gym:h1hand-walk-v0", "use 'hb:h1hand-walk-v0'"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("dmc:cartpole-balanse", "'dmc:cartpole-balance'"),
+        ("dmc:cheetah-runn", "'dmc:cheetah-run'"),
+        ("dmc:Cheetah-Run", "'dmc:cheetah-run'"),
+        ("cheetah-run", "'dmc:cheetah-run'"),  # no suite prefix
+        ("DMC:walker-walk", "'dmc:walker-walk'"),
+        ("gym:Hoper-v4", "'gym:Hopper-v4'"),
+        ("hb:h1hand-wak-v0", "'hb:h1hand-walk-v0'"),
+        ("gym:h1hand-walk-v0", "use 'hb:h1hand-walk-v0'"),
+    ],
+)
 def test_unknown_names_suggest_close_valid_ones(name, expected):
     with pytest.raises(ValueError) as err:
         validate_task(name)
@@ -124,14 +130,17 @@ def test_missing_dm_control_gives_install_hint(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- DMC
-@pytest.mark.parametrize("name,obs_dim,act_dim", [
-    ("dmc:cartpole-balance", 5, 1),
-    ("dmc:walker-walk", 24, 6),
-    ("dmc:cheetah-run", 17, 6),
-    ("dmc:point_mass-easy", 4, 2),
-    ("dmc:ball_in_cup-catch", 8, 2),
-    ("dmc:dog-run", 223, 38),
-])
+@pytest.mark.parametrize(
+    "name,obs_dim,act_dim",
+    [
+        ("dmc:cartpole-balance", 5, 1),
+        ("dmc:walker-walk", 24, 6),
+        ("dmc:cheetah-run", 17, 6),
+        ("dmc:point_mass-easy", 4, 2),
+        ("dmc:ball_in_cup-catch", 8, 2),
+        ("dmc:dog-run", 223, 38),
+    ],
+)
 def test_dmc_specs_and_flat_float32_observations(name, obs_dim, act_dim):
     env = make_env(name)
     assert (env.spec.obs_dim, env.spec.act_dim) == (obs_dim, act_dim)
@@ -238,8 +247,9 @@ class _GoalEnv:
         import gymnasium
 
         class GoalEnv(gymnasium.Env):
-            observation_space = gymnasium.spaces.Dict({"pos": gymnasium.spaces.Box(-9, 9, (2,)),
-                                                       "goal": gymnasium.spaces.Box(-9, 9, (1,))})
+            observation_space = gymnasium.spaces.Dict(
+                {"pos": gymnasium.spaces.Box(-9, 9, (2,)), "goal": gymnasium.spaces.Box(-9, 9, (1,))}
+            )
             action_space = gymnasium.spaces.Box(-1, 1, (2,))
 
             def reset(self, seed=None, options=None):

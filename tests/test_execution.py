@@ -1,6 +1,7 @@
 """Execution settings (flowrl/execution.py) live apart from the hyperparameters: they may differ on resume, configs
 saved with them among the hyperparameters (agent.amp, ...) are read in the new layout, and old spellings on the
 command line are refused with the new name. Resuming a run with other settings: tests/test_runner.py."""
+
 import dataclasses
 import re
 
@@ -11,8 +12,14 @@ import torch
 from flowrl.agents.base import EnvSpec
 from flowrl.agents.flowrl import FlowRL
 from flowrl.agents.registry import make_agent
-from flowrl.config import (config_diff, config_to_dict, resolve_config, resume_config, with_current_defaults,
-                           with_execution_section)
+from flowrl.config import (
+    config_diff,
+    config_to_dict,
+    resolve_config,
+    resume_config,
+    with_current_defaults,
+    with_execution_section,
+)
 from flowrl.execution import Execution
 
 MOVED = ("amp", "act_precision", "cuda_graphs", "graph_warmup", "cpu_matmul")
@@ -66,14 +73,17 @@ def test_old_layout_without_act_precision_resumes_with_its_legacy_value():
     assert resume_config(kept, cfg) is cfg
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"agent": {"amp": "bf16"}}, "agent.amp is an execution setting now: write execution.amp=bf16"),
-    ({"agent": {"cuda_graphs": False}}, "write execution.cuda_graphs=false"),
-    ({"execution": {"ampp": "bf16"}}, "unknown execution key 'ampp'. Did you mean 'amp'"),
-    ({"execution": {"amp": "fp8"}}, "execution.amp: 'fp8' is not one of"),
-    ({"execution": {"graph_warmup": 0}}, "graph_warmup=0: at least 1"),
-    ({"algo": "sac", "execution": {"amp": "bf16"}}, "execution.amp: sac has no execution settings"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"agent": {"amp": "bf16"}}, "agent.amp is an execution setting now: write execution.amp=bf16"),
+        ({"agent": {"cuda_graphs": False}}, "write execution.cuda_graphs=false"),
+        ({"execution": {"ampp": "bf16"}}, "unknown execution key 'ampp'. Did you mean 'amp'"),
+        ({"execution": {"amp": "fp8"}}, "execution.amp: 'fp8' is not one of"),
+        ({"execution": {"graph_warmup": 0}}, "graph_warmup=0: at least 1"),
+        ({"algo": "sac", "execution": {"amp": "bf16"}}, "execution.amp: sac has no execution settings"),
+    ],
+)
 def test_bad_execution_settings_are_refused_by_name(values, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         resolve_config({"algo": "flowrl", **values})
@@ -85,8 +95,9 @@ def test_agents_are_built_with_the_runs_execution_settings():
     torch.manual_seed(0)
     agent = make_agent(cfg, spec, "cpu")
     assert agent.execution == cfg.execution and agent.cpu_matmul == "aten"
-    stacked = FlowRL.stack([agent.state_dict()] * 2, spec, cfg.agent, execution=dataclasses.replace(
-        cfg.execution, act_precision="amp"))
+    stacked = FlowRL.stack(
+        [agent.state_dict()] * 2, spec, cfg.agent, execution=dataclasses.replace(cfg.execution, act_precision="amp")
+    )
     assert stacked.execution.act_precision == "amp"
     sac = make_agent(resolve_config({"algo": "sac", "agent": {"hidden_dim": 8}}), spec, "cpu")
     assert not hasattr(sac, "execution")

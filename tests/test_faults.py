@@ -7,6 +7,7 @@ Phases are hit deterministically: the trainer runs in this process and a wrapper
 the signal at a chosen step (the handler is the real one: it records the signal, and the loop checkpoints and
 stops). Hard kills run the trainer in a child process that kills itself at a chosen byte of a checkpoint write.
 """
+
 import csv
 import fcntl
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 import flowrl.checkpoint
 from flowrl.agents.flowrl import FlowRL
@@ -32,9 +34,7 @@ from flowrl.train import Training
 pytestmark = pytest.mark.faults
 
 STEPS = 600
-TINY = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seed", "3", "--no-progress", "--steps", str(STEPS),
-        "start_steps=150", "batch_size=32", "eval_every=200", "eval_episodes=1", "log_every=50",
-        "agent.hidden_dim=16", "torch_threads=1", "checkpoint_every=100", "keep_checkpoints=3"]
+TINY = [*TINY_RUN, "--seed", "3", "--steps", str(STEPS), "checkpoint_every=100", "keep_checkpoints=3"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +49,9 @@ def eval_rows(out):
 
 def train_rows(out):
     with open(Path(out) / "train.csv") as f:
-        return [{k: v for k, v in r.items() if k not in ("env_steps_per_s", "updates_per_s")} for r in csv.DictReader(f)]
+        return [
+            {k: v for k, v in r.items() if k not in ("env_steps_per_s", "updates_per_s")} for r in csv.DictReader(f)
+        ]
 
 
 def assert_same_as_reference(out, reference):
@@ -210,8 +212,13 @@ KILLER = textwrap.dedent("""
 def test_a_hard_kill_during_a_checkpoint_write_resumes_from_the_previous_one(reference, tmp_path, where):
     out = tmp_path / "run"
     env = {**os.environ, "MUJOCO_GL": "disable", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", KILLER, where, "300", *TINY, "--out", str(out)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, where, "300", *TINY, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert [int(p.stem.split("-")[1]) for p in checkpoint_paths(out / "checkpoints")] == [200, 100]
     assert run_cli(out) == 0
@@ -288,8 +295,12 @@ def test_every_checkpoint_has_a_digest_that_sha256sum_accepts(interrupted):
     ckpts = checkpoint_paths(interrupted / "checkpoints")
     if shutil.which("sha256sum") is None:
         pytest.skip("no sha256sum on this machine")
-    proc = subprocess.run(["sha256sum", "-c", *[digest_path(p).name for p in ckpts]], cwd=ckpts[0].parent,
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        ["sha256sum", "-c", *[digest_path(p).name for p in ckpts]],
+        cwd=ckpts[0].parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.returncode == 0 and proc.stdout.count(": OK") == len(ckpts)
 
 
@@ -333,8 +344,10 @@ def test_divergence_stops_the_run_naming_what_when_and_the_last_good_checkpoint(
     assert f"the last good checkpoint is {out / 'checkpoints' / 'ckpt-0000000300.pt'}" in err
     assert [int(p.stem.split("-")[1]) for p in checkpoint_paths(out / "checkpoints")] == [300, 200, 100]
     assert not (out / "DONE").exists()
-    assert "training diverged" in (out / "manifest.json").read_text() and "training diverged" in (
-        out / "train.log").read_text()
+    assert (
+        "training diverged" in (out / "manifest.json").read_text()
+        and "training diverged" in (out / "train.log").read_text()
+    )
     assert run_cli(out) == 0  # resumable: without the fault it finishes as if nothing had happened
     assert_same_as_reference(out, reference)
 
@@ -402,6 +415,7 @@ def test_a_full_disk_names_the_disk_and_keeps_the_previous_checkpoint(reference,
                                 f.write(b"\0" * block)
                         except OSError:
                             pass
+
         checkpoint = Training.checkpoint
 
         def fill_then_checkpoint(training, *args):
@@ -428,15 +442,21 @@ def test_a_second_trainer_on_the_same_run_is_refused(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "MUJOCO_GL": "disable", "PYTHONPATH": str(REPO)}
     long = [*TINY, "--steps", "100000", "--out", str(out)]  # still training when the second one starts
-    first = subprocess.Popen([sys.executable, "-m", "flowrl", *long], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flowrl", *long], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.time() + 120
         while not (out / "train.csv").exists():
             assert first.poll() is None and time.time() < deadline, first.communicate()
             time.sleep(0.05)
-        second = subprocess.run([sys.executable, "-m", "flowrl", *long], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "flowrl", *long],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2
         assert f"another trainer is training into {out}" in second.stderr
         assert f'"pid": {first.pid}' in second.stderr  # names the holder
@@ -493,16 +513,42 @@ def test_an_interrupted_study_reruns_only_what_is_missing_and_reports_corrupt_ru
     import pandas as pd
     from workflow_helpers import TINY_OVERRIDES, env, job_counts, sessions, snakemake, write_study
 
-    study = write_study(tmp_path / "study.yaml", study="faults", algos=["sac"], tasks=["dmc:cartpole-balance"],
-                        seeds=2, steps=3000, eval_every=1000, eval_episodes=1,
-                        overrides={**TINY_OVERRIDES, "checkpoint_every": 100},
-                        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
-                        analysis={"reps": 50, "seed": 0})
+    study = write_study(
+        tmp_path / "study.yaml",
+        study="faults",
+        algos=["sac"],
+        tasks=["dmc:cartpole-balance"],
+        seeds=2,
+        steps=3000,
+        eval_every=1000,
+        eval_episodes=1,
+        overrides={**TINY_OVERRIDES, "checkpoint_every": 100},
+        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
+        analysis={"reps": 50, "seed": 0},
+    )
     runs = tmp_path / "runs" / "faults" / "sac" / "dmc_cartpole-balance"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
-           "--configfile", str(study)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # its own process group, as a terminal's job
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--cores",
+        "1",
+        "--configfile",
+        str(study),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, as a terminal's job
     try:
         deadline = time.time() + 300
         while True:  # one run finished, the other started

@@ -1,6 +1,7 @@
 """Where this implementation was brought to the official code's behaviour (docs/paper-vs-code.md): the replay
 batch split, acting precision, the 'solved' success key; and runs written before those options resume as they
 were trained (flowrl/config.py LEGACY_VALUES)."""
+
 from __future__ import annotations
 
 import csv
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_RUN
 
 from flowrl.agents.base import EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig
@@ -120,9 +122,7 @@ def test_a_config_saved_before_the_new_keys_is_read_with_the_old_behaviour():
     assert resume_config({"algo": "sac"}, sac).replay_split == "round"
 
 
-TINY = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seed", "2", "--no-progress", "start_steps=150",
-        "batch_size=32", "eval_every=200", "eval_episodes=1", "log_every=50", "agent.hidden_dim=16",
-        "torch_threads=1", "execution.amp=bf16"]  # bf16 updates on a CPU: acting precision then matters here too
+TINY = [*TINY_RUN, "--seed", "2", "execution.amp=bf16"]  # bf16 updates on a CPU: acting precision then matters here too
 OLD = ["replay_split=round", "execution.act_precision=amp"]  # what runs did before these keys existed
 
 
@@ -139,8 +139,12 @@ def test_a_run_written_before_the_keys_resumes_with_the_behaviour_it_was_trained
     assert _rows(new, "train.csv") != _rows(reference, "train.csv")
 
     out = tmp_path / "old"
-    proc = subprocess.Popen([sys.executable, "-m", "flowrl", *TINY, *OLD, "--steps", "600", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowrl", *TINY, *OLD, "--steps", "600", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()

@@ -5,6 +5,7 @@ environment this suite runs in (a directory of links to it, with the pin stamp t
 nothing is installed; setup.sh itself is exercised by scripts/test.sh. The study is the default one with a
 `--config` override small enough to train in seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,16 @@ from workflow_helpers import REPO, eval_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
-TINY = ["algos=[sac]", "tasks=[dmc:cartpole-balance]", "seeds=1", "steps=300", "eval_every=150", "eval_episodes=1",
-        "overrides={start_steps: 100, batch_size: 32, agent.hidden_dim: 16, log_every: 100, checkpoint_every: 0}",
-        "analysis={reps: 50}"]
+TINY = [
+    "algos=[sac]",
+    "tasks=[dmc:cartpole-balance]",
+    "seeds=1",
+    "steps=300",
+    "eval_every=150",
+    "eval_episodes=1",
+    "overrides={start_steps: 100, batch_size: 32, agent.hidden_dim: 16, log_every: 100, checkpoint_every: 0}",
+    "analysis={reps: 50}",
+]
 
 
 def fresh_clone(dest: Path) -> Path:
@@ -53,8 +61,15 @@ def test_readme_first_command_trains_the_default_study_on_a_fresh_clone(tmp_path
     assert (clone / "examples" / "results-default" / "summary.md").is_file(), "the example output is committed"
     link_environment(clone)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    proc = subprocess.run(["bash", "scripts/study.sh", "--cores", "2", "--config", *TINY], cwd=clone, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", "scripts/study.sh", "--cores", "2", "--config", *TINY],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert "setup: .venv ready" not in proc.stdout, "the linked environment must be taken as up to date"
     assert "Nothing to be done" not in proc.stdout
@@ -68,6 +83,7 @@ def test_readme_first_command_trains_the_default_study_on_a_fresh_clone(tmp_path
     assert (results / "summary.md").stat().st_size > 0
     assert list((results / "figures").glob("*.png")) and list((results / "tables").glob("*.csv"))
     # The study's outputs are ignored by git: a user's runs and results never end up in a commit by accident.
-    status = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=clone, stdout=subprocess.PIPE,
-                            text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored=no"], cwd=clone, stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
     assert status == "", f"study outputs not ignored by git:\n{status}"

@@ -1,4 +1,5 @@
 """FlowRL agent: shapes, bounds, each loss term against hand-computed cases, target arithmetic, determinism."""
+
 import io
 import math
 
@@ -96,6 +97,7 @@ def test_midpoint_integration_exact_for_time_linear_field_and_accurate_for_linea
 
 def test_expectile_loss_is_asymmetric():
     agent = make_agent(quantile=0.9)
+
     def loss(*diffs):  # one member, a batch of scalar differences
         return agent.expectile_loss(torch.tensor(diffs).view(1, -1, 1)).item()
 
@@ -114,23 +116,29 @@ def test_flow_weights_hand_computed():
     assert torch.allclose(w, (0.1 * raw).clamp(1e-3, 1.0))
     assert torch.allclose(make_agent(lam=1.0).flow_weights(qb, qpi), torch.tensor([[math.exp(-1.5)], [1.0]]))
     # Paper placement: lambda is not inside the clamp.
-    assert torch.allclose(make_agent(lam=0.1, lambda_placement="multiplier").flow_weights(qb, qpi),
-                          torch.tensor([[math.exp(-1.5)], [1.0]]))
+    assert torch.allclose(
+        make_agent(lam=0.1, lambda_placement="multiplier").flow_weights(qb, qpi),
+        torch.tensor([[math.exp(-1.5)], [1.0]]),
+    )
     tiny = make_agent(lam=1e-6).flow_weights(qb, qpi)
     assert torch.allclose(tiny, torch.full_like(tiny, 1e-3))  # lower clamp
 
 
-@pytest.mark.parametrize("flow_loss,placement,expected", [
-    ("batch_mean", "clamp", [0.1 * 2.25, 0.5 * 2.25]),  # code: w_i * batch-mean MSE
-    ("per_sample", "clamp", [0.1 * 0.5, 0.5 * 4.0]),  # paper: w_i * MSE_i
-    ("batch_mean", "multiplier", [0.2 * 0.1 * 2.25, 0.2 * 0.5 * 2.25]),
-])
+@pytest.mark.parametrize(
+    "flow_loss,placement,expected",
+    [
+        ("batch_mean", "clamp", [0.1 * 2.25, 0.5 * 2.25]),  # code: w_i * batch-mean MSE
+        ("per_sample", "clamp", [0.1 * 0.5, 0.5 * 4.0]),  # paper: w_i * MSE_i
+        ("batch_mean", "multiplier", [0.2 * 0.1 * 2.25, 0.2 * 0.5 * 2.25]),
+    ],
+)
 def test_flow_matching_loss_hand_computed(flow_loss, placement, expected):
     agent = make_agent(flow_loss=flow_loss, lambda_placement=placement, lam=0.2)
     agent.policy = ZeroVelocity()  # v = 0, so the error is (a - a0)^2
     action = torch.tensor([[[1.0, 0.0], [2.0, 2.0]]])  # per-sample MSE 0.5 and 4.0, batch mean 2.25
-    term = agent.flow_matching_loss(torch.zeros(1, 2, 3), action, torch.zeros(1, 2, 2), torch.rand(1, 2, 1),
-                                    torch.tensor([[[0.1], [0.5]]]))
+    term = agent.flow_matching_loss(
+        torch.zeros(1, 2, 3), action, torch.zeros(1, 2, 2), torch.rand(1, 2, 1), torch.tensor([[[0.1], [0.5]]])
+    )
     assert torch.allclose(term.flatten(), torch.tensor(expected))
 
 
@@ -158,10 +166,13 @@ def test_policy_loss_hand_computed():
     agent = make_agent(lam=0.1, noise_clip=1e-9)  # a_0 ~ 0
     agent.policy = ZeroVelocity()
     agent.critic, agent.critic_target = ConstQ(2.0), ConstQ(2.0)  # Q(s, pi(s)) = 2
-    agent.buffer_critic, agent.buffer_critic_target = ConstQ(5.0), ConstQ(5.0)  # Q_b(s, a) = 5 -> adv 3 for every sample -> w = clamp(0.1 * e^0) = 0.1
+    agent.buffer_critic, agent.buffer_critic_target = (
+        ConstQ(5.0),
+        ConstQ(5.0),
+    )  # Q_b(s, a) = 5 -> adv 3 for every sample -> w = clamp(0.1 * e^0) = 0.1
     b = batch(n=6)
     m = agent.update(b, step=0)
-    expected = -2.0 + 0.1 * (b.action ** 2).mean().item()
+    expected = -2.0 + 0.1 * (b.action**2).mean().item()
     assert m["policy_loss"].item() == pytest.approx(expected, rel=1e-5)
     assert m["flow_weight_mean"].item() == pytest.approx(0.1)
     # Without the W2 constraint only -Q remains.
@@ -183,7 +194,9 @@ def test_delayed_updates_and_target_arithmetic():
     assert any(not torch.equal(a, p) for a, p in zip(policy_before, agent.policy.parameters()))
     for old, new, online in zip(target_before, agent.critic_target.parameters(), agent.critic.parameters()):
         assert torch.allclose(new, 0.05 * old + 0.95 * online, atol=1e-6)
-    for old, new, online in zip(btarget_before, agent.buffer_critic_target.parameters(), agent.buffer_critic.parameters()):
+    for old, new, online in zip(
+        btarget_before, agent.buffer_critic_target.parameters(), agent.buffer_critic.parameters()
+    ):
         assert torch.allclose(new, 0.05 * old + 0.95 * online, atol=1e-6)
 
 

@@ -1,5 +1,6 @@
 """scripts/gpu-check.sh without a GPU: it fails clearly and writes nothing; with a stand-in interpreter (which
 claims a GPU and only echoes the commands) its sections, failure accounting and report run in a second."""
+
 import os
 import re
 import subprocess
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.subprocess
 
 
 def run_script(tmp_path, *args, **env):
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+    )
 
 
 def test_without_cuda_it_fails_clearly_and_writes_no_report(tmp_path):
@@ -50,9 +57,13 @@ def test_sections_and_failures_are_reported(tmp_path):
     assert "- torch 0, CUDA 0, Stand-in GPU" in text
     titles = re.findall(r"^## (.*)$", text, re.M)
     assert [t.split(",")[0].split(":")[0] for t in titles] == [
-        "CUDA tests", "Bench at dog-run shapes",
+        "CUDA tests",
+        "Bench at dog-run shapes",
         "Head to head against the compiled official-style update (torch.compile max-autotune)",
-        "Training", "Training", "Summary"], titles
+        "Training",
+        "Training",
+        "Summary",
+    ], titles
     assert "ran: bench/bench_speed.py --device cuda --shapes 223x38 --seeds 8" in text
     assert "execution.cuda_graphs=true" in text and "execution.cuda_graphs=false" in text
     assert "**failed** (exit status 3)" in text and "**reported errors**" in text

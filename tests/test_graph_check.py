@@ -2,6 +2,7 @@
 update from the same state are compared; a graph that differs beyond the tolerance, or fails to capture or
 replay, is dropped with a warning and recorded. Faults are injected through `FlowRL.graphed_updates(capture=...)`,
 the same code path a CUDA capture takes; `eager_capture` stands in for a correct graph."""
+
 import csv
 import io
 import json
@@ -28,19 +29,27 @@ def make_agent(seed=0, **execution):
 
 def batch(seed):
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(8, 3, generator=g), torch.rand(8, 2, generator=g) * 3 - 2 + torch.tensor([0.0, 2.0]),
-                 torch.randn(8, 1, generator=g), torch.randn(8, 3, generator=g), torch.ones(8, 1))
+    return Batch(
+        torch.randn(8, 3, generator=g),
+        torch.rand(8, 2, generator=g) * 3 - 2 + torch.tensor([0.0, 2.0]),
+        torch.randn(8, 1, generator=g),
+        torch.randn(8, 3, generator=g),
+        torch.ones(8, 1),
+    )
 
 
 def counting(capture, counter):
     """`capture` whose replays are counted in counter["replays"]."""
+
     def wrapped(run):
         replay, output = capture(run)
 
         def counted():
             counter["replays"] = counter.get("replays", 0) + 1
             replay()
+
         return counted, output
+
     return wrapped
 
 
@@ -103,7 +112,9 @@ def perturbing_capture(agent, counter):
             replay()
             with torch.no_grad():
                 first.add_(1e-2)
+
         return bad_replay, output
+
     return capture
 
 
@@ -126,6 +137,7 @@ def test_a_graph_that_changes_a_parameter_is_dropped_and_recorded():
 
 def metric_offset_capture(offset):
     """A graph whose first metric comes back `offset` too large."""
+
     def capture(run):
         replay, output = eager_capture(run)
 
@@ -133,7 +145,9 @@ def metric_offset_capture(offset):
             flat = output().clone()
             flat[0] += offset
             return flat
+
         return replay, wrong_output
+
     return capture
 
 
@@ -169,10 +183,13 @@ def test_capture_and_replay_errors_fall_back_through_the_same_path():
         def replay_then_fail():
             replay()  # the state is half-updated when the error comes: the check must restore it
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
         return replay_then_fail, output
 
-    for capture, reason in [(broken_capture, "capture failed (operation not permitted"),
-                            (failing_replay_capture, "replay failed (CUDA error: an illegal memory access")]:
+    for capture, reason in [
+        (broken_capture, "capture failed (operation not permitted"),
+        (failing_replay_capture, "replay failed (CUDA error: an illegal memory access"),
+    ]:
         plain, graphed = make_agent(8), make_agent(8)
         graphed._graphs = graphed.graphed_updates(capture=capture)
         with pytest.warns(RuntimeWarning, match="CUDA graphs off"):
@@ -196,8 +213,13 @@ def test_compare_steps_scores_known_faults():
     assert skipped["max_rel_state_diff"] == pytest.approx(1.0) and skipped["worst_state"] == "w"
     doubled = compare_steps(before, {"w": 2 * update}, {"w": update}, {}, {})
     assert doubled["max_rel_state_diff"] == pytest.approx(0.5)
-    nan = compare_steps(before, {"w": torch.full((4,), math.nan)}, {"w": update}, {"m": torch.ones(2)},
-                        {"m": torch.tensor([1.0, math.nan])})
+    nan = compare_steps(
+        before,
+        {"w": torch.full((4,), math.nan)},
+        {"w": update},
+        {"m": torch.ones(2)},
+        {"m": torch.tensor([1.0, math.nan])},
+    )
     assert nan["max_rel_state_diff"] == math.inf and nan["max_rel_metric_diff"] == math.inf
     both_nan = compare_steps(before, {"w": torch.full((4,), math.nan)}, {"w": torch.full((4,), math.nan)}, {}, {})
     assert both_nan["max_rel_state_diff"] == 0.0  # a diverged step diverges the same way in both: no graph fault
@@ -219,9 +241,23 @@ def test_a_run_records_the_fallback_in_its_manifest_and_trains_as_eager(tmp_path
     from flowrl.cli import main as cli_main
 
     register_agent("flowrl-faulty-graphs-test", _FaultyGraphFlowRL)
-    tiny = ["--task", "dmc:cartpole-balance", "--seed", "3", "--no-progress", "--steps", "260", "start_steps=150",
-            "batch_size=16", "eval_every=1000", "eval_at_start=false", "eval_episodes=1", "log_every=50",
-            "agent.hidden_dim=16", "torch_threads=1"]
+    tiny = [
+        "--task",
+        "dmc:cartpole-balance",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--steps",
+        "260",
+        "start_steps=150",
+        "batch_size=16",
+        "eval_every=1000",
+        "eval_at_start=false",
+        "eval_episodes=1",
+        "log_every=50",
+        "agent.hidden_dim=16",
+        "torch_threads=1",
+    ]
     with pytest.warns(RuntimeWarning, match="CUDA graphs off"):
         assert cli_main(["--algo", "flowrl-faulty-graphs-test", "--out", str(tmp_path / "faulty"), *tiny]) == 0
     assert cli_main(["--algo", "flowrl", "--out", str(tmp_path / "plain"), *tiny]) == 0
@@ -234,4 +270,5 @@ def test_a_run_records_the_fallback_in_its_manifest_and_trains_as_eager(tmp_path
     def rows(run):
         with open(tmp_path / run / "train.csv") as f:
             return [{k: v for k, v in r.items() if "per_s" not in k and "time" not in k} for r in csv.DictReader(f)]
+
     assert rows("faulty") == rows("plain") and len(rows("plain")) >= 2  # the fallback changed no number

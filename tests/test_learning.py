@@ -1,4 +1,5 @@
 """A short real learning check: FlowRL with small networks clearly beats a random policy on cartpole-balance."""
+
 import csv
 
 import numpy as np
@@ -26,9 +27,28 @@ def test_flowrl_learns_cartpole_balance(tmp_path):
     task = "dmc:cartpole-balance"
     rand_mean, rand_std = random_policy_return(task)  # ~350 +- 40: the pole falls early, reward keeps trickling in
     out = tmp_path / "run"
-    rc = cli_main(["--algo", "flowrl", "--task", task, "--seed", "0", "--steps", "9000", "--out", str(out), "--no-progress",
-                   "start_steps=1000", "batch_size=128", "eval_every=3000", "eval_episodes=3", "log_every=1000",
-                   "agent.hidden_dim=64", "torch_threads=1"])
+    rc = cli_main(
+        [
+            "--algo",
+            "flowrl",
+            "--task",
+            task,
+            "--seed",
+            "0",
+            "--steps",
+            "9000",
+            "--out",
+            str(out),
+            "--no-progress",
+            "start_steps=1000",
+            "batch_size=128",
+            "eval_every=3000",
+            "eval_episodes=3",
+            "log_every=1000",
+            "agent.hidden_dim=64",
+            "torch_threads=1",
+        ]
+    )
     assert rc == 0
     returns = [float(r["return_mean"]) for r in csv.DictReader(open(out / "eval.csv"))]
     final = max(returns[-2:])

@@ -1,4 +1,5 @@
 """Several seeds in one process (batched FlowRL) against single runs of the same seeds."""
+
 import csv
 import json
 import signal
@@ -10,8 +11,20 @@ import torch
 
 from flowrl.cli import main as cli_main
 
-COMMON = ["--task", "dmc:cartpole-balance", "--steps", "500", "--no-progress", "start_steps=150", "batch_size=32",
-          "eval_every=250", "eval_episodes=1", "log_every=50", "agent.hidden_dim=16", "torch_threads=1"]
+COMMON = [
+    "--task",
+    "dmc:cartpole-balance",
+    "--steps",
+    "500",
+    "--no-progress",
+    "start_steps=150",
+    "batch_size=32",
+    "eval_every=250",
+    "eval_episodes=1",
+    "log_every=50",
+    "agent.hidden_dim=16",
+    "torch_threads=1",
+]
 
 
 def returns(path):
@@ -83,8 +96,21 @@ def test_tasks_with_the_same_shapes_train_as_one_model_like_single_runs(single_r
     directory holds what the single run of that task and seed holds (same tolerance as above)."""
     common = COMMON[2:]  # without --task
     assert cli_main([*common, "--task", "dmc:cartpole-swingup", "--seed", "1", "--out", str(tmp_path / "swing")]) == 0
-    assert cli_main([*common, "--tasks", "dmc:cartpole-balance", "dmc:cartpole-swingup", "--seeds", "1",
-                     "--out", str(tmp_path / "{task}" / "seed{seed}")]) == 0
+    assert (
+        cli_main(
+            [
+                *common,
+                "--tasks",
+                "dmc:cartpole-balance",
+                "dmc:cartpole-swingup",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path / "{task}" / "seed{seed}"),
+            ]
+        )
+        == 0
+    )
     balance, swingup = tmp_path / "dmc_cartpole-balance" / "seed1", tmp_path / "dmc_cartpole-swingup" / "seed1"
     assert returns(balance) == pytest.approx(returns(single_runs / "seed1"), rel=1e-3)
     assert returns(swingup) == pytest.approx(returns(tmp_path / "swing"), rel=1e-3)
@@ -95,8 +121,18 @@ def test_tasks_with_the_same_shapes_train_as_one_model_like_single_runs(single_r
 
 
 def test_tasks_with_different_shapes_are_refused_before_anything_is_written(tmp_path, capsys):
-    rc = cli_main([*COMMON[2:], "--tasks", "dmc:cartpole-balance", "dmc:cheetah-run", "--seeds", "1",
-                   "--out", str(tmp_path / "{task}" / "seed{seed}")])
+    rc = cli_main(
+        [
+            *COMMON[2:],
+            "--tasks",
+            "dmc:cartpole-balance",
+            "dmc:cheetah-run",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path / "{task}" / "seed{seed}"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "same observation and action shapes" in err and "dmc:cheetah-run: obs 17, act 6" in err
@@ -111,11 +147,19 @@ def test_runs_stopped_at_different_steps_train_in_groups(single_runs, tmp_path, 
     import time
 
     out = tmp_path / "seed{seed}"
-    proc = subprocess.Popen([sys.executable, "-m", "flowrl", *COMMON, "--seed", "2", "--out", str(tmp_path / "seed2")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowrl", *COMMON, "--seed", "2", "--out", str(tmp_path / "seed2")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
-        rows = list(csv.DictReader(open(tmp_path / "seed2" / "train.csv"))) if (tmp_path / "seed2" / "train.csv").exists() else []
+        rows = (
+            list(csv.DictReader(open(tmp_path / "seed2" / "train.csv")))
+            if (tmp_path / "seed2" / "train.csv").exists()
+            else []
+        )
         if rows and int(rows[-1]["step"]) >= 200 or proc.poll() is not None:
             break
         time.sleep(0.05)
@@ -176,8 +220,11 @@ class _FallingEnv:
         from flowrl.envs.base import Step
 
         self.t += 1
-        self.x = (self.x + 0.3 * self.np.array([action[0], action[1], action[0] * action[1]], self.np.float32)
-                  + 0.1 * self.rng.standard_normal(3).astype(self.np.float32))
+        self.x = (
+            self.x
+            + 0.3 * self.np.array([action[0], action[1], action[0] * action[1]], self.np.float32)
+            + 0.1 * self.rng.standard_normal(3).astype(self.np.float32)
+        )
         fell = bool(self.np.abs(self.x).max() > 1.0)
         return Step(self.x.copy(), float(1.0 - self.np.abs(self.x).sum()), fell, self.t >= self.max_episode_steps, {})
 
@@ -186,8 +233,8 @@ class _FallingEnv:
 def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation(n_envs):
     """Seeds evaluated together (each on n_envs environments at once) see exactly their single runs' episodes:
     same episode seeds, same policy noise, even as episodes end at different steps in different seeds."""
-    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
     from flowrl.agents.base import OneMember
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
     from flowrl.evaluation import evaluation_episodes, evaluation_policy
 
     spec = _FallingEnv().spec
@@ -202,8 +249,14 @@ def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation(n_envs):
     alone = []
     for agent, seed in zip(singles, seeds):
         agent.seed_evaluation(100 + seed)
-        alone.append(evaluation_episodes([[_FallingEnv() for _ in range(n_envs)]], [seed], episodes,
-                                         evaluation_policy(OneMember(agent), agent.device))[0])
+        alone.append(
+            evaluation_episodes(
+                [[_FallingEnv() for _ in range(n_envs)]],
+                [seed],
+                episodes,
+                evaluation_policy(OneMember(agent), agent.device),
+            )[0]
+        )
 
     packed.seed_evaluation_members([100 + s for s in seeds])
     lengths = []
@@ -224,8 +277,8 @@ def test_lockstep_evaluation_gives_each_seed_its_single_run_evaluation(n_envs):
 def test_parallel_evaluation_plays_the_same_episodes_in_the_same_order():
     """With a noiseless evaluation policy, playing episodes k at a time changes nothing but speed: episode e
     starts from the same seed and its return lands at position e, whatever k (k > episodes included)."""
-    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
     from flowrl.agents.base import OneMember
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
     from flowrl.evaluation import evaluation_episodes, evaluation_policy
 
     torch.manual_seed(0)
@@ -242,11 +295,11 @@ def test_evaluation_in_environment_processes_changes_nothing():
     Ctrl-C / SIGTERM that reaches the whole process group (the trainer handles it, then closes its workers)."""
     import os
 
+    from flowrl.agents.base import OneMember
     from flowrl.agents.flowrl import FlowRL, FlowRLConfig
     from flowrl.envs import make_env
-    from flowrl.subproc_env import subproc_envs
-    from flowrl.agents.base import OneMember
     from flowrl.evaluation import evaluation_episodes, evaluation_policy
+    from flowrl.subproc_env import subproc_envs
 
     task = "dmc:cartpole-swingup"
     local = [make_env(task) for _ in range(2)]
@@ -274,10 +327,12 @@ def test_a_process_with_environment_workers_exits_after_an_error(tmp_path):
     import sys
 
     script = tmp_path / "fail.py"
-    script.write_text("from flowrl.subproc_env import SubprocEnv\n"
-                      "if __name__ == '__main__':\n"
-                      "    env = SubprocEnv('dmc:cartpole-balance')\n"
-                      "    raise RuntimeError('boom')\n")
+    script.write_text(
+        "from flowrl.subproc_env import SubprocEnv\n"
+        "if __name__ == '__main__':\n"
+        "    env = SubprocEnv('dmc:cartpole-balance')\n"
+        "    raise RuntimeError('boom')\n"
+    )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "RuntimeError: boom" in proc.stderr
 

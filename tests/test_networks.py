@@ -1,4 +1,5 @@
 """The ensemble layers compute, member by member, what torch's own layers compute with the same parameters."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,9 @@ def _members(n, d_in, d_out, backend):
 
 
 @onednn
-@pytest.mark.parametrize("n, n_x, d_in, d_out", [(1, 1, 7, 4), (2, 2, 9, 5), (3, 3, 6, 1), (4, 2, 5, 3), (2, 1, 40, 30)])
+@pytest.mark.parametrize(
+    "n, n_x, d_in, d_out", [(1, 1, 7, 4), (2, 2, 9, 5), (3, 3, 6, 1), (4, 2, 5, 3), (2, 1, 40, 30)]
+)
 def test_onednn_ensemble_linear_matches_baddbmm_values_and_gradients(n, n_x, d_in, d_out):
     """Member i of the oneDNN path computes x[i // r] @ W[i] + b[i] (r = n / n_x members share an input, as the twin
     critics' heads do), with every gradient, to float32 precision. Shapes on both sides of d_in vs d_out (the weight
@@ -147,7 +150,9 @@ def test_onednn_path_is_left_under_autocast_and_in_other_dtypes(monkeypatch):
     """bf16 autocast and float64 use baddbmm (autocast casts it; oneDNN's kernel here is the float32 one)."""
     lin = _members(2, 5, 3, "onednn")
     calls = []
-    monkeypatch.setattr("flowrl.cpu_kernels._OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used"))
+    monkeypatch.setattr(
+        "flowrl.cpu_kernels._OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used")
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lin(torch.randn(2, 4, 5)).dtype == torch.bfloat16
     assert lin.double()(torch.randn(2, 4, 5, dtype=torch.float64)).dtype == torch.float64
@@ -159,11 +164,18 @@ def test_onednn_path_is_left_under_autocast_and_in_other_dtypes(monkeypatch):
 def test_ensemble_sequential_member_by_member_is_the_batched_network(n):
     """On the oneDNN path EnsembleSequential runs member by member (lists of (B, d)): the same outputs, input and
     parameter gradients as the batched (n, B, d) network, to float32 rounding."""
+
     def net():
         torch.manual_seed(1)
-        seq = EnsembleSequential(EnsembleLinear(2 * n, 6, 16), EnsembleLayerNorm(2 * n, 16), torch.nn.GELU(),
-                                 EnsembleLinear(2 * n, 16, 16), EnsembleLayerNorm(2 * n, 16), torch.nn.ELU(),
-                                 EnsembleLinear(2 * n, 16, 1))
+        seq = EnsembleSequential(
+            EnsembleLinear(2 * n, 6, 16),
+            EnsembleLayerNorm(2 * n, 16),
+            torch.nn.GELU(),
+            EnsembleLinear(2 * n, 16, 16),
+            EnsembleLayerNorm(2 * n, 16),
+            torch.nn.ELU(),
+            EnsembleLinear(2 * n, 16, 1),
+        )
         with torch.no_grad():
             for p in seq.parameters():
                 p.add_(0.1 * torch.randn_like(p))  # distinct members, LayerNorm affines included
@@ -185,8 +197,9 @@ def test_ensemble_sequential_member_by_member_is_the_batched_network(n):
 
 @onednn
 def test_auto_takes_onednn_for_large_products_only(monkeypatch):
-    """'auto': oneDNN where rows x d_in x d_out >= ONEDNN_MIN_WORK (where it beats batched matmul), baddbmm below (acting,
-    small networks); EnsembleSequential decides on its largest layer and then runs all its layers on one path."""
+    """'auto': oneDNN where rows x d_in x d_out >= ONEDNN_MIN_WORK (where it beats batched matmul), baddbmm below
+    (acting, small networks); EnsembleSequential decides on its largest layer and then runs all its layers on one
+    path."""
     from flowrl import cpu_kernels
 
     calls = []
@@ -200,8 +213,9 @@ def test_auto_takes_onednn_for_large_products_only(monkeypatch):
         assert calls == []
         big(torch.randn(2, rows, 512))
         assert calls == [(2, 512, 512)]
-        seq = EnsembleSequential(EnsembleLinear(1, 7, 512), torch.nn.GELU(), EnsembleLinear(1, 512, 512),
-                                 EnsembleLinear(1, 512, 1))
+        seq = EnsembleSequential(
+            EnsembleLinear(1, 7, 512), torch.nn.GELU(), EnsembleLinear(1, 512, 512), EnsembleLinear(1, 512, 1)
+        )
         set_cpu_matmul(seq, "auto")
         seq(torch.randn(1, 1, 7))  # acting: one row
         assert len(calls) == 1

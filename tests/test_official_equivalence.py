@@ -4,6 +4,7 @@ The comparison itself needs a checkout of github bytedance/FlowRL, which this re
 set FLOWRL_OFFICIAL=/path/to/FlowRL to run it (e.g. git clone https://github.com/bytedance/FlowRL). The
 script's failure mode for a path that is no official checkout is tested always.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "official_equivalence.py"
 OFFICIAL = os.environ.get("FLOWRL_OFFICIAL")
 needs_official = pytest.mark.skipif(
-    not OFFICIAL, reason="set FLOWRL_OFFICIAL to a checkout of github bytedance/FlowRL to compare against it "
-                         "(git clone https://github.com/bytedance/FlowRL)")
+    not OFFICIAL,
+    reason="set FLOWRL_OFFICIAL to a checkout of github bytedance/FlowRL to compare against it "
+    "(git clone https://github.com/bytedance/FlowRL)",
+)
 
 sys.path.insert(0, str(ROOT / "bench"))
 import official_equivalence as oe  # noqa: E402
 
 
 def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
 
 
 @pytest.mark.subprocess
@@ -91,21 +100,32 @@ def test_our_update_equals_the_official_update():
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "VERDICT: EQUIVALENT" in out
-    for quantity in ("critic outputs", "policy_loss", "flow-matching weights w", "critic gradient",
-                     "buffer_critic_target soft-updated target parameters", "policy parameters after Adam",
-                     "acting with fixed noise (evaluation)", "policy parameters (unchanged)"):
+    for quantity in (
+        "critic outputs",
+        "policy_loss",
+        "flow-matching weights w",
+        "critic gradient",
+        "buffer_critic_target soft-updated target parameters",
+        "policy parameters after Adam",
+        "acting with fixed noise (evaluation)",
+        "policy parameters (unchanged)",
+    ):
         assert quantity in out, quantity
 
 
 @needs_official
-@pytest.mark.parametrize("change, caught", [
-    ({"flow_loss": "per_sample"}, "flow-matching term w * MSE"),
-    ({"lambda_placement": "multiplier"}, "flow-matching weights w"),
-    ({"quantile": 0.8}, "value_loss"),
-])
+@pytest.mark.parametrize(
+    "change, caught",
+    [
+        ({"flow_loss": "per_sample"}, "flow-matching term w * MSE"),
+        ({"lambda_placement": "multiplier"}, "flow-matching weights w"),
+        ({"quantile": 0.8}, "value_loss"),
+    ],
+)
 def test_a_changed_update_is_caught(change, caught):
     """The paper's variants (our options) are not the official update: the comparison must say so."""
-    rows, _ = oe.run_check(OFFICIAL, hidden=32, batch=32, updates=2, act_states=1, log=lambda m: None,
-                           agent_overrides=change)
+    rows, _ = oe.run_check(
+        OFFICIAL, hidden=32, batch=32, updates=2, act_states=1, log=lambda m: None, agent_overrides=change
+    )
     bad = {r.quantity.split(": ", 1)[-1] for r in rows if not r.ok}
     assert caught in bad, sorted(bad)

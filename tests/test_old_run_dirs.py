@@ -11,6 +11,7 @@ updates (tests/test_multiseed.py measured the same for reduction order); 1e-3 re
 a lost or misread piece of state (RNG, replay, the episode in progress, optimiser moments) changes losses and
 returns by whole percents.
 """
+
 import csv
 import json
 import shutil
@@ -39,8 +40,11 @@ def assert_same_rows(got: list[dict[str, str]], want: list[dict[str, str]]) -> N
 
 
 def run_dirs(root: Path, case: str) -> list[Path]:
-    return sorted(p for p in (root / case / "interrupted").iterdir() if p.is_dir()) if case.endswith("packed") \
+    return (
+        sorted(p for p in (root / case / "interrupted").iterdir() if p.is_dir())
+        if case.endswith("packed")
         else [root / case / "interrupted"]
+    )
 
 
 @pytest.mark.parametrize("case", ["flowrl", "sac", "flowrl-packed"])

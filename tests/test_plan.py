@@ -1,5 +1,6 @@
 """flowrl-plan: jobs, env steps and device-hours of a study from the measured throughput table (its use on a study's
 own runs' train.csv is tested in test_status.py, on real runs)."""
+
 from __future__ import annotations
 
 import re
@@ -12,14 +13,24 @@ from flowrl.study import load_study_file
 
 
 def test_plan_of_a_tiny_study_from_the_table(tmp_path):
-    study = load_study_file(write_study(tmp_path / "s.yaml", study="tiny", algos=["flowrl", "sac"],
-                                        tasks=["dmc:cartpole-balance", "dmc:cartpole-swingup"], seeds=3, steps=10000,
-                                        overrides={"agent.hidden_dim": 64, "batch_size": 128, "start_steps": 1000},
-                                        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10}))
+    study = load_study_file(
+        write_study(
+            tmp_path / "s.yaml",
+            study="tiny",
+            algos=["flowrl", "sac"],
+            tasks=["dmc:cartpole-balance", "dmc:cartpole-swingup"],
+            seeds=3,
+            steps=10000,
+            overrides={"agent.hidden_dim": 64, "batch_size": 128, "start_steps": 1000},
+            resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
+        )
+    )
     table = load_table()
     plans = make_plan(study, tmp_path / "runs" / "tiny", table)
     # Of the entries measured at this configuration (several machines), the newest is used and named.
-    exact = sorted((e for e in table if e["hidden_dim"] == 64 and e["batch_size"] == 128), key=lambda e: str(e["measured"]))
+    exact = sorted(
+        (e for e in table if e["hidden_dim"] == 64 and e["batch_size"] == 128), key=lambda e: str(e["measured"])
+    )
     rate = {e["algo"]: e["steps_per_s"] for e in exact}
     for algo in ("flowrl", "sac"):
         p = plans[algo]
@@ -46,10 +57,12 @@ def test_plan_outside_the_measured_configuration_says_so(tmp_path):
 
 
 def test_run_rates_split_warmup_and_learning_windows():
-    rows_ = [{"step": 100.0, "updates": 0.0, "env_steps_per_s": 1000.0},
-             {"step": 200.0, "updates": 0.0, "env_steps_per_s": 500.0},
-             {"step": 300.0, "updates": 100.0, "env_steps_per_s": 50.0},
-             {"step": 400.0, "updates": 200.0, "env_steps_per_s": 25.0}]
+    rows_ = [
+        {"step": 100.0, "updates": 0.0, "env_steps_per_s": 1000.0},
+        {"step": 200.0, "updates": 0.0, "env_steps_per_s": 500.0},
+        {"step": 300.0, "updates": 100.0, "env_steps_per_s": 50.0},
+        {"step": 400.0, "updates": 200.0, "env_steps_per_s": 25.0},
+    ]
     learn_t, learn_n, warm_t, warm_n = run_rates(rows_)
     assert (learn_n, warm_n) == (200, 200)
     assert learn_t == pytest.approx(100 / 50 + 100 / 25) and warm_t == pytest.approx(0.1 + 0.2)
@@ -62,13 +75,27 @@ def test_default_study_estimate_from_the_command_line(tmp_path):
 
     from workflow_helpers import env
 
-    proc = subprocess.run([sys.executable, "-m", "flowrl.plan", str(REPO / "config" / "default.yaml"), "--cores", "2"],
-                          cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowrl.plan", str(REPO / "config" / "default.yaml"), "--cores", "2"],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout
     assert "18 training jobs, 18 runs, 180,000 env steps" in proc.stdout
     assert re.search(r"local wall time with --cores 2 \(2 jobs at a time\): ~[0-9.]+ min", proc.stdout)
-    bad = subprocess.run([sys.executable, "-m", "flowrl.plan", str(tmp_path / "missing.yaml")], cwd=tmp_path, env=env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "flowrl.plan", str(tmp_path / "missing.yaml")],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "flowrl-plan: error: cannot read study file" in bad.stdout
 
 

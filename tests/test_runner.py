@@ -1,4 +1,5 @@
 """The training runner: run directory, interrupt/resume equality, checkpoints, bad inputs."""
+
 import csv
 import json
 import os
@@ -12,14 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_RUN
 
 from flowrl.checkpoint import checkpoint_paths
 from flowrl.cli import main as cli_main
 from flowrl.cpu_kernels import onednn_linear_available
 
-TINY = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seed", "3", "--no-progress",
-        "start_steps=150", "batch_size=32", "eval_every=200", "eval_episodes=1", "log_every=50",
-        "agent.hidden_dim=16", "torch_threads=1"]
+TINY = [*TINY_RUN, "--seed", "3"]
 
 
 def run_cli(out, *extra, steps=600):
@@ -182,20 +182,23 @@ def test_execution_settings_may_change_on_resume(reference_run, tmp_path):
     assert (out / "config.yaml").read_text() == saved
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--algo", "flowrll"], "Unknown algorithm 'flowrll'. Did you mean 'flowrl'"),
-    (["--task", "dmc:cartpole-balanse"], "dmc:cartpole-balance"),
-    (["--steps", "0"], "steps must be a positive integer"),
-    (["--steps", "-5"], "steps must be a positive integer"),
-    (["eval_every=0"], "eval_every must be a positive integer"),
-    (["agent.hiden_dim=3"], "Did you mean 'hidden_dim'"),
-    (["bogus=1"], "unknown run key 'bogus'"),
-    (["batch_size=abc"], "batch_size: expected an integer"),
-    (["agent.amp=bf16"], "agent.amp is an execution setting now: write execution.amp=bf16"),
-    (["agent.cuda_graphs=false"], "write execution.cuda_graphs=false"),
-    (["execution.ampp=bf16"], "unknown execution key 'ampp'. Did you mean 'amp'"),
-    (["--algo", "sac", "execution.amp=bf16"], "execution.amp: sac has no execution settings"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--algo", "flowrll"], "Unknown algorithm 'flowrll'. Did you mean 'flowrl'"),
+        (["--task", "dmc:cartpole-balanse"], "dmc:cartpole-balance"),
+        (["--steps", "0"], "steps must be a positive integer"),
+        (["--steps", "-5"], "steps must be a positive integer"),
+        (["eval_every=0"], "eval_every must be a positive integer"),
+        (["agent.hiden_dim=3"], "Did you mean 'hidden_dim'"),
+        (["bogus=1"], "unknown run key 'bogus'"),
+        (["batch_size=abc"], "batch_size: expected an integer"),
+        (["agent.amp=bf16"], "agent.amp is an execution setting now: write execution.amp=bf16"),
+        (["agent.cuda_graphs=false"], "write execution.cuda_graphs=false"),
+        (["execution.ampp=bf16"], "unknown execution key 'ampp'. Did you mean 'amp'"),
+        (["--algo", "sac", "execution.amp=bf16"], "execution.amp: sac has no execution settings"),
+    ],
+)
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, args, message):
     base = ["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--steps", "100", "--out", str(tmp_path / "r")]
     assert cli_main([*base, *args]) == 2

@@ -1,6 +1,7 @@
 """The workflow on a real single-node SLURM cluster (scripts/slurm-local.sh): submission with `--profile slurm`,
 GPU requests, and a training job cancelled mid-run (scancel) that resumes from its checkpoint when the
 workflow is run again. Skips, saying why, where SLURM cannot be installed and started (not root, no apt-get)."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,13 @@ SLURM_TEST_FLAGS = ["--slurm-init-seconds-before-status-checks", "2", "--seconds
 def slurm_cluster():
     if os.environ.get("FLOWRL_SKIP_SLURM") == "1":
         pytest.skip("FLOWRL_SKIP_SLURM=1")
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm-local.sh"), "start"], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm-local.sh"), "start"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode == 3:
         pytest.skip(f"no SLURM cluster here: {proc.stdout.strip()}")
     assert proc.returncode == 0, f"scripts/slurm-local.sh start failed:\n{proc.stdout}"
@@ -34,8 +40,21 @@ def slurm_cluster():
 
 def slurm_snakemake(workdir: Path, study: Path, *extra: str, background: bool = False):
     # From the repository root, exactly as users run it: snakemake --cores 32 --profile slurm ...
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "32", "--profile", "slurm", "-d", str(workdir),
-           "--configfile", str(study), *SLURM_TEST_FLAGS, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "32",
+        "--profile",
+        "slurm",
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(study),
+        *SLURM_TEST_FLAGS,
+        *extra,
+    ]
     log = open(workdir / f"snakemake-{time.monotonic_ns()}.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT, text=True)
     if background:
@@ -72,9 +91,18 @@ def status_board(workdir: Path, study: Path) -> dict[int, status.Run]:
 def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
     steps = 3000
     study = write_study(
-        tmp_path / "study.yaml", study="slurm", algos=["sac"], tasks=["dmc:cartpole-balance"], seeds=2, steps=steps,
-        eval_every=1000, eval_episodes=1, overrides={**TINY_OVERRIDES, "checkpoint_every": 500},
-        resources={"gpu": 1, "cpus_per_task": 1, "mem_mb": 500, "runtime": 10}, analysis={"reps": 50, "seed": 0})
+        tmp_path / "study.yaml",
+        study="slurm",
+        algos=["sac"],
+        tasks=["dmc:cartpole-balance"],
+        seeds=2,
+        steps=steps,
+        eval_every=1000,
+        eval_episodes=1,
+        overrides={**TINY_OVERRIDES, "checkpoint_every": 500},
+        resources={"gpu": 1, "cpus_per_task": 1, "mem_mb": 500, "runtime": 10},
+        analysis={"reps": 50, "seed": 0},
+    )
     runs = tmp_path / "runs" / "slurm" / "sac" / "dmc_cartpole-balance"
     victim, other = runs / "seed0", runs / "seed1"
 
@@ -118,17 +146,28 @@ def test_study_on_slurm_with_a_cancelled_job_resuming(slurm_cluster, tmp_path):
     for name in ("tidy.csv", "summary.md"):
         assert (tmp_path / "results" / "slurm" / name).is_file()
     assert list((tmp_path / "results" / "slurm" / "figures").glob("*.png"))
-    print(f"cancelled job {job_id}: first session ended by signal {history[0].get('stopped_by_signal')} "
-          f"at step {history[0].get('end_step')}; resumed from step {history[1]['resumed_from_step']}")
+    print(
+        f"cancelled job {job_id}: first session ended by signal {history[0].get('stopped_by_signal')} "
+        f"at step {history[0].get('end_step')}; resumed from step {history[1]['resumed_from_step']}"
+    )
 
 
 def test_profile_retries_resubmit_a_cancelled_job_which_resumes(slurm_cluster, tmp_path):
     """profiles/slurm/profile.yaml's `retries`: a job stopped by SLURM (here scancel; on clusters a time limit or
     preemption) is submitted again within the same workflow run and continues from its checkpoint."""
     study = write_study(
-        tmp_path / "study.yaml", study="retry", algos=["sac"], tasks=["dmc:cartpole-balance"], seeds=[7], steps=2000,
-        eval_every=1000, eval_episodes=1, overrides={**TINY_OVERRIDES, "checkpoint_every": 500},
-        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 500, "runtime": 10}, analysis={"reps": 50, "seed": 0})
+        tmp_path / "study.yaml",
+        study="retry",
+        algos=["sac"],
+        tasks=["dmc:cartpole-balance"],
+        seeds=[7],
+        steps=2000,
+        eval_every=1000,
+        eval_episodes=1,
+        overrides={**TINY_OVERRIDES, "checkpoint_every": 500},
+        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 500, "runtime": 10},
+        analysis={"reps": 50, "seed": 0},
+    )
     run = tmp_path / "runs" / "retry" / "sac" / "dmc_cartpole-balance" / "seed7"
     proc, log = slurm_snakemake(tmp_path, study, background=True)
     try:

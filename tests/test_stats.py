@@ -1,5 +1,6 @@
 """flowrl.analysis.stats: metrics and bootstraps against hand-computed cases (always) and against rliable called
 directly (where rliable is installed; it is the reference, not a dependency of the pipeline)."""
+
 from __future__ import annotations
 
 import math
@@ -26,11 +27,13 @@ def test_iqm_median_mean_gap_by_hand():
     assert stats.aggregate_median(two_tasks) == pytest.approx(0.45) == stats.aggregate_mean(two_tasks)
     # optimality gap with threshold 1: mean of 1 - min(score, 1) = (0.5 + 0 + 1 + 0) / 4
     assert stats.aggregate_optimality_gap(np.array([[0.5, 1.5], [0.0, 1.0]])) == pytest.approx(0.375)
-    np.testing.assert_allclose(stats.aggregate_func(scores), [0.5, stats.aggregate_iqm(scores), 13 / 30,
-                                                              1 - np.mean(scores)])
+    np.testing.assert_allclose(
+        stats.aggregate_func(scores), [0.5, stats.aggregate_iqm(scores), 13 / 30, 1 - np.mean(scores)]
+    )
     # IQM per step of a runs x tasks x steps array is the IQM of each step's runs x tasks slice
-    curves = np.stack([np.arange(1.0, 9.0).reshape(4, 2), np.array([[1.0, 100.0], [2.0, 7.0], [3.0, 6.0],
-                                                                     [4.0, 5.0]])], axis=-1)
+    curves = np.stack(
+        [np.arange(1.0, 9.0).reshape(4, 2), np.array([[1.0, 100.0], [2.0, 7.0], [3.0, 6.0], [4.0, 5.0]])], axis=-1
+    )
     np.testing.assert_allclose(stats.iqm_over_steps(curves), [4.5, 4.5])
 
 
@@ -95,8 +98,9 @@ def test_independent_bootstrap_by_hand_with_a_fixed_seed():
         point, interval = stats.independent_bootstrap(x, y, stats._poi_batched, reps, seed, confidence)
         assert point[0] == pytest.approx((6 / 12 + 5 / 12) / 2)
         alpha = (1 - confidence) / 2 * 100
-        assert tuple(interval[:, 0]) == pytest.approx((_percentile(replicated, alpha),
-                                                       _percentile(replicated, 100 - alpha)), abs=1e-12)
+        assert tuple(interval[:, 0]) == pytest.approx(
+            (_percentile(replicated, alpha), _percentile(replicated, 100 - alpha)), abs=1e-12
+        )
 
 
 def test_bootstrap_mean_ci_by_hand_with_a_fixed_seed():
@@ -144,8 +148,9 @@ def test_bootstrap_results_do_not_depend_on_chunking_and_leave_numpy_global_rng_
     monkeypatch.setattr(stats, "CHUNK_ELEMENTS", 7)  # a replication or two per chunk
     pd.testing.assert_frame_equal(stats.aggregate_metrics({"a": m}, reps=50, seed=1), whole)
     np.testing.assert_array_equal(stats.performance_profiles({"a": m}, taus, reps=50, seed=1)[1]["a"], profile_whole)
-    pd.testing.assert_frame_equal(stats.probability_of_improvement({"a": m, "b": m[:2]}, [("a", "b")], reps=50,
-                                                                   seed=1), poi_whole)
+    pd.testing.assert_frame_equal(
+        stats.probability_of_improvement({"a": m, "b": m[:2]}, [("a", "b")], reps=50, seed=1), poi_whole
+    )
     other = stats.aggregate_metrics({"a": m}, reps=50, seed=2)
     assert not np.allclose(other["ci_low"], whole["ci_low"])  # the seed really drives the bootstrap
 
@@ -170,18 +175,30 @@ def test_aggregates_equal_rliable_called_directly():
     ours = stats.aggregate_metrics(matrices, reps=300, seed=7)
     for algo, m in matrices.items():
         np.random.seed(7)  # rliable's random_state does not reach its resampling: it draws from the global RNG
-        point, interval = rly.get_interval_estimates({algo: m}, lambda x: np.array([
-            metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
-            metrics.aggregate_optimality_gap(x)]), reps=300)
+        point, interval = rly.get_interval_estimates(
+            {algo: m},
+            lambda x: np.array(
+                [
+                    metrics.aggregate_median(x),
+                    metrics.aggregate_iqm(x),
+                    metrics.aggregate_mean(x),
+                    metrics.aggregate_optimality_gap(x),
+                ]
+            ),
+            reps=300,
+        )
         rows = ours[ours["algo"] == algo].set_index("metric")
         for j, metric in enumerate(stats.METRICS):
             assert rows.loc[metric, "value"] == pytest.approx(point[algo][j], abs=1e-12)
             assert rows.loc[metric, "ci_low"] == pytest.approx(interval[algo][0, j], abs=1e-12)
             assert rows.loc[metric, "ci_high"] == pytest.approx(interval[algo][1, j], abs=1e-12)
         assert rows["n_runs"].iloc[0] == m.size
-        for f_ours, f_rly in ((stats.aggregate_iqm, metrics.aggregate_iqm), (stats.aggregate_mean, metrics.aggregate_mean),
-                              (stats.aggregate_median, metrics.aggregate_median),
-                              (stats.aggregate_optimality_gap, metrics.aggregate_optimality_gap)):
+        for f_ours, f_rly in (
+            (stats.aggregate_iqm, metrics.aggregate_iqm),
+            (stats.aggregate_mean, metrics.aggregate_mean),
+            (stats.aggregate_median, metrics.aggregate_median),
+            (stats.aggregate_optimality_gap, metrics.aggregate_optimality_gap),
+        ):
             assert f_ours(m) == pytest.approx(f_rly(m), abs=1e-12)
 
 
@@ -196,8 +213,9 @@ def test_probability_of_improvement_equals_rliable():
     mats = {"a": rng.normal(1, 1, (5, 3)), "b": rng.normal(0, 1, (4, 3))}
     ours = stats.probability_of_improvement(mats, [("a", "b")], reps=200, seed=5).iloc[0]
     np.random.seed(5)
-    point, interval = rly.get_interval_estimates({"a,b": (mats["a"], mats["b"])}, metrics.probability_of_improvement,
-                                                 reps=200)
+    point, interval = rly.get_interval_estimates(
+        {"a,b": (mats["a"], mats["b"])}, metrics.probability_of_improvement, reps=200
+    )
     assert ours["poi"] == pytest.approx(point["a,b"], abs=1e-12)
     assert [ours["ci_low"], ours["ci_high"]] == pytest.approx(np.ravel(interval["a,b"]).tolist(), abs=1e-12)
 
@@ -216,7 +234,8 @@ def test_performance_profile_and_sample_efficiency_equal_rliable():
     curves = rng.uniform(0, 1, (4, 3, 6))
     points, intervals = stats.sample_efficiency({"a": curves}, reps=100, seed=2)
     np.random.seed(2)
-    p, c = rly.get_interval_estimates({"a": curves}, lambda s: np.array(
-        [metrics.aggregate_iqm(s[..., i]) for i in range(s.shape[-1])]), reps=100)
+    p, c = rly.get_interval_estimates(
+        {"a": curves}, lambda s: np.array([metrics.aggregate_iqm(s[..., i]) for i in range(s.shape[-1])]), reps=100
+    )
     np.testing.assert_allclose(points["a"], p["a"])
     np.testing.assert_allclose(intervals["a"], c["a"])

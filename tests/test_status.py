@@ -4,6 +4,7 @@ The runs are real tiny flowrl-train runs of one study (study file -> runs/st/...
 (checkpoint), killed by SIGKILL, running (a live trainer; and a copy held by a live child's lock), failed (a workflow
 job refused by the runner, error in its job log), queued (not started), and corrupted copies.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,18 @@ SLUG = "dmc_cartpole-balance"
 
 
 def make_study(tmp_path: Path, seeds=9) -> Path:
-    return write_study(tmp_path / "study.yaml", study="st", algos=["sac"], tasks=["dmc:cartpole-balance"],
-                       seeds=seeds, steps=STEPS, eval_every=250, eval_episodes=1,
-                       overrides={**TINY_OVERRIDES, "checkpoint_every": 250},
-                       resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10})
+    return write_study(
+        tmp_path / "study.yaml",
+        study="st",
+        algos=["sac"],
+        tasks=["dmc:cartpole-balance"],
+        seeds=seeds,
+        steps=STEPS,
+        eval_every=250,
+        eval_episodes=1,
+        overrides={**TINY_OVERRIDES, "checkpoint_every": 250},
+        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
+    )
 
 
 def run_dir(tmp_path: Path, seed: int) -> Path:
@@ -41,9 +50,23 @@ def run_dir(tmp_path: Path, seed: int) -> Path:
 def trainer(study_file: Path, tmp_path: Path, seed: int, steps: int = STEPS) -> subprocess.Popen:
     """flowrl-train exactly as the workflow's job for this run starts it."""
     study = load_study_file(study_file)
-    cmd = [sys.executable, "-m", "flowrl", "--algo", "sac", "--task", "dmc:cartpole-balance", "--seed", str(seed),
-           "--steps", str(steps), "--out", str(run_dir(tmp_path, seed)), "--no-progress",
-           *override_args(study.overrides_for("sac"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowrl",
+        "--algo",
+        "sac",
+        "--task",
+        "dmc:cartpole-balance",
+        "--seed",
+        str(seed),
+        "--steps",
+        str(steps),
+        "--out",
+        str(run_dir(tmp_path, seed)),
+        "--no-progress",
+        *override_args(study.overrides_for("sac")),
+    ]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -57,8 +80,11 @@ def wait_for(predicate, timeout=120, what="it"):
 
 
 def checkpointed(run: Path) -> bool:
-    return any(re.fullmatch(r"ckpt-\d+\.pt", p.name) for p in (run / "checkpoints").glob("*")) \
-        if (run / "checkpoints").is_dir() else False
+    return (
+        any(re.fullmatch(r"ckpt-\d+\.pt", p.name) for p in (run / "checkpoints").glob("*"))
+        if (run / "checkpoints").is_dir()
+        else False
+    )
 
 
 def rows(text: str) -> dict[int, list[str]]:
@@ -83,7 +109,7 @@ def study_tree(tmp_path_factory):
     facts = {}
     done, stopped, killed, refused = (trainer(study_file, tmp_path, s) for s in (0, 1, 6, 3))
     for seed, proc in ((1, stopped), (6, killed), (3, refused)):
-        wait_for(lambda: checkpointed(run_dir(tmp_path, seed)) or proc.poll() is not None, what=f"seed {seed}")
+        wait_for(lambda s=seed, p=proc: checkpointed(run_dir(tmp_path, s)) or p.poll() is not None, what=f"seed {seed}")
         assert proc.poll() is None, f"seed {seed} ended before its first checkpoint: {proc.stderr.read()[-2000:]}"
     # A live trainer is running, whatever its lock says.
     facts["live"] = run_state(run_dir(tmp_path, 1)).state
@@ -100,11 +126,33 @@ def study_tree(tmp_path_factory):
         log = tmp_path / "runs" / "st" / "logs" / "sac" / SLUG / f"seeds-{seed}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out:
-            rc = subprocess.run([sys.executable, str(REPO / "workflow" / "scripts" / "train_job.py"), "--algo", "sac",
-                                 "--task", "dmc:cartpole-balance", "--seeds", str(seed), "--steps", str(steps),
-                                 "--run-dir", f"runs/st/sac/{SLUG}/seed{{seed}}", "--mode", "single",
-                                 "--marker", f"runs/st/jobs/sac/{SLUG}/seeds-{seed}.done", "--", setting],
-                                cwd=tmp_path, env=env(), stdout=out, stderr=subprocess.STDOUT, timeout=300).returncode
+            rc = subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "workflow" / "scripts" / "train_job.py"),
+                    "--algo",
+                    "sac",
+                    "--task",
+                    "dmc:cartpole-balance",
+                    "--seeds",
+                    str(seed),
+                    "--steps",
+                    str(steps),
+                    "--run-dir",
+                    f"runs/st/sac/{SLUG}/seed{{seed}}",
+                    "--mode",
+                    "single",
+                    "--marker",
+                    f"runs/st/jobs/sac/{SLUG}/seeds-{seed}.done",
+                    "--",
+                    setting,
+                ],
+                cwd=tmp_path,
+                env=env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+            ).returncode
         assert rc != 0
     assert not run_dir(tmp_path, 8).exists()
     # Seed 2: a copy of the stopped run, held by a live child's lock. Seed 5: its checkpoint only as sidecars.
@@ -116,10 +164,18 @@ def study_tree(tmp_path_factory):
     # Seed 4: a finished run whose eval.csv got garbled. Seed 7: not started.
     shutil.copytree(run_dir(tmp_path, 0), run_dir(tmp_path, 4))
     (run_dir(tmp_path, 4) / "eval.csv").write_text("step,return_mean\n0,12.5\n500,not-a-number\n")
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
-                               "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-                               "print('held', flush=True); time.sleep(600)", str(run_dir(tmp_path, 2) / ".flowrl.lock")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('held', flush=True); time.sleep(600)",
+            str(run_dir(tmp_path, 2) / ".flowrl.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     yield tmp_path, study_file, facts
     holder.kill()
@@ -150,7 +206,7 @@ def test_every_state_from_a_study_file(study_tree, capsys):
 
     def notes(seed):
         i = next(i for i, line in enumerate(lines) if rows(line).get(seed))
-        return "\n".join(lines[i + 1:i + 3])
+        return "\n".join(lines[i + 1 : i + 3])
 
     ckpt_step = max(int(p.name[5:-3]) for p in (run_dir(tmp_path, 1) / "checkpoints").glob("ckpt-*.pt"))
     assert f"checkpoint at step {ckpt_step}" in notes(1)
@@ -175,8 +231,15 @@ def test_every_state_from_a_study_file(study_tree, capsys):
 @pytest.mark.signals
 def test_runs_folder_and_console_entry(study_tree):
     tmp_path, _, _ = study_tree
-    proc = subprocess.run([sys.executable, "-m", "flowrl.status", "runs/st", "--no-squeue"], cwd=tmp_path, env=env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowrl.status", "runs/st", "--no-squeue"],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout
     state = {seed: cells[3] for seed, cells in rows(proc.stdout).items()}
     assert state[0] == "finished" and state[2] == "running" and state[3] == "failed"
@@ -190,8 +253,12 @@ def test_runs_folder_and_console_entry(study_tree):
 @pytest.mark.signals
 def test_corrupt_files_are_named_not_fatal(study_tree, tmp_path):
     source = run_dir(study_tree[0], 0)
-    garble = {"config.yaml": "algo: [sac\n", "manifest.json": '{"sessions": [', "train.csv": "step,updates\n1,x\n",
-              "DONE": "[1, 2]"}
+    garble = {
+        "config.yaml": "algo: [sac\n",
+        "manifest.json": '{"sessions": [',
+        "train.csv": "step,updates\n1,x\n",
+        "DONE": "[1, 2]",
+    }
     for name, text in garble.items():
         run = tmp_path / name / "sac" / SLUG / "seed0"
         shutil.copytree(source, run)
@@ -210,8 +277,14 @@ def test_corrupt_files_are_named_not_fatal(study_tree, tmp_path):
 @pytest.mark.signals
 def test_watch_redraws_until_interrupted(study_tree):
     tmp_path, study_file, _ = study_tree
-    proc = subprocess.Popen([sys.executable, "-m", "flowrl.status", str(study_file), "--watch", "0.5", "--no-squeue"],
-                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowrl.status", str(study_file), "--watch", "0.5", "--no-squeue"],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     try:
         for line in proc.stdout:
@@ -238,8 +311,9 @@ def test_lock_without_flock_falls_back_to_the_holder(tmp_path, monkeypatch):
     """On a file system without flock: a lock naming this host and a live pid means running; a dead pid not."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0,
-                                                     "steps": 100}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0, "steps": 100})
+    )
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (run / ".flowrl.lock").write_text(f'{{"pid": {child.pid}, "host": "{os.uname().nodename}"}}\n')
@@ -260,14 +334,23 @@ def test_a_run_without_its_own_lock_is_running_while_its_job_lock_is_held(tmp_pa
     """Runs written before <run>/.flowrl.lock existed: the workflow job's lock tells whether they train."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0,
-                                                     "steps": 100}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"algo": "sac", "task": "dmc:cartpole-balance", "seed": 0, "steps": 100})
+    )
     (run / "manifest.json").write_text('{"sessions": [{"start_time": "2026-12-01T10:00:00+00:00"}]}')
     job_lock = tmp_path / "seeds-0.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
-                               "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-                               "print('held', flush=True); time.sleep(60)", str(job_lock)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('held', flush=True); time.sleep(60)",
+            str(job_lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert run_state(run, job_lock=job_lock).state == "running"

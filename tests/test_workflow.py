@@ -1,4 +1,5 @@
 """The Snakemake study workflow: lint, dry runs of every preset, config validation, and a local end-to-end study."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,17 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import (REPO, TINY_OVERRIDES, env, eval_steps, job_counts, load_script, sessions, snakemake,
-                              write_study)
+from workflow_helpers import (
+    REPO,
+    TINY_OVERRIDES,
+    env,
+    eval_steps,
+    job_counts,
+    load_script,
+    sessions,
+    snakemake,
+    write_study,
+)
 
 from flowrl import study as flowrl_study
 
@@ -61,8 +71,19 @@ def test_presets_follow_the_protocols():
 
 @pytest.mark.subprocess
 def test_command_line_overrides_select_runs(tmp_path):
-    proc = snakemake(["-n", "-p", "--config", "algos=[sac]", "tasks=[dmc:cartpole-balance]", "seeds=[3,4]",
-                      "overrides={agent.hidden_dim: 32}"], tmp_path, timeout=120)
+    proc = snakemake(
+        [
+            "-n",
+            "-p",
+            "--config",
+            "algos=[sac]",
+            "tasks=[dmc:cartpole-balance]",
+            "seeds=[3,4]",
+            "overrides={agent.hidden_dim: 32}",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert job_counts(proc.stdout)["train"] == 2
     assert "runs/default/jobs/sac/dmc_cartpole-balance/seeds-3.done" in proc.stdout
@@ -72,8 +93,9 @@ def test_command_line_overrides_select_runs(tmp_path):
 
 @pytest.mark.subprocess
 def test_seeds_per_job_packs_seeds(tmp_path):
-    proc = snakemake(["-n", "-p", "--config", "seeds_per_job=2", "seeds=3", "tasks=[dmc:cartpole-balance]"],
-                     tmp_path, timeout=120)
+    proc = snakemake(
+        ["-n", "-p", "--config", "seeds_per_job=2", "seeds=3", "tasks=[dmc:cartpole-balance]"], tmp_path, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert job_counts(proc.stdout)["train"] == 3 * 2  # 3 algorithms x (seeds 0-1, seed 2)
     assert "seeds-0-1.done" in proc.stdout and "seeds-2.done" in proc.stdout
@@ -105,8 +127,18 @@ def test_profiles_agree(monkeypatch):
 def test_humanoidbench_jobs_get_their_own_software(tmp_path):
     """hb: tasks run in rule train_hb (conda env workflow/envs/humanoidbench.yaml with
     --software-deployment-method conda); without conda, software.hb_activate prefixes only their commands."""
-    proc = snakemake(["-n", "-p", "--configfile", str(REPO / "config" / "ablations.yaml"), "--config",
-                      "software={hb_activate: '. /opt/flowrl-hb/bin/activate'}"], tmp_path, timeout=120)
+    proc = snakemake(
+        [
+            "-n",
+            "-p",
+            "--configfile",
+            str(REPO / "config" / "ablations.yaml"),
+            "--config",
+            "software={hb_activate: '. /opt/flowrl-hb/bin/activate'}",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     commands = [ln for ln in proc.stdout.splitlines() if "train_job.py" in ln]
     hb = [c for c in commands if "--task hb:" in c]
@@ -143,8 +175,10 @@ def test_bad_study_is_rejected_with_a_clear_message(settings, message):
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("args,message", [(["algos=[flowrl,sacc]"], "unknown algorithm 'sacc'"),
-                                          (["steps=0"], "'steps': 0 is less than the minimum of 1")])
+@pytest.mark.parametrize(
+    "args,message",
+    [(["algos=[flowrl,sacc]"], "unknown algorithm 'sacc'"), (["steps=0"], "'steps': 0 is less than the minimum of 1")],
+)
 @pytest.mark.subprocess
 def test_bad_study_fails_before_anything_runs(tmp_path, args, message):
     proc = snakemake(["--cores", "1", "--config", *args], tmp_path, timeout=120)
@@ -164,8 +198,11 @@ def test_variant_errors_name_the_variant():
 
 
 def test_study_jobs_resources_and_overrides():
-    cfg = dict(preset("paper"), seeds_per_job=5, variants={"flowrl-s5": {"algo": "flowrl",
-                                                                         "overrides": {"agent.flow_steps": 5}}})
+    cfg = dict(
+        preset("paper"),
+        seeds_per_job=5,
+        variants={"flowrl-s5": {"algo": "flowrl", "overrides": {"agent.flow_steps": 5}}},
+    )
     cfg["algos"] = ["flowrl-s5", "sac"]
     study = flowrl_study.load_study(cfg, semantic=False)
     jobs = {(j.algo, j.tasks[0]): j for j in study.jobs(batched_ok=lambda algo: algo == "flowrl")}
@@ -191,11 +228,13 @@ def test_suite_overrides_apply_to_one_suite_and_one_algorithm():
     assert jobs[("flowrl", "hb:h1hand-maze-v0")].overrides["device"] == "cuda"  # the study's overrides still hold
     assert "agent.quantile" not in flowrl_study.load_study(preset("paper")).jobs()[0].overrides  # preset keeps 0.9
 
-    for bad, message in [({"hb": {"sac": {"agent.quantile": 0.8}}}, "unknown agent key 'quantile'"),
-                         ({"hb": {"flowrl-x": {"agent.quantile": 0.8}}}, "['flowrl-x'] not in algos"),
-                         ({"gym": {"flowrl": {"agent.quantile": 0.8}}}, "the study has no gym: task"),
-                         ({"hb": {"flowrl": {"steps": 10}}}, "suite_overrides.hb.flowrl: ['steps'] are set by"),
-                         ({"mujoco": {"flowrl": {}}}, "suite_overrides")]:
+    for bad, message in [
+        ({"hb": {"sac": {"agent.quantile": 0.8}}}, "unknown agent key 'quantile'"),
+        ({"hb": {"flowrl-x": {"agent.quantile": 0.8}}}, "['flowrl-x'] not in algos"),
+        ({"gym": {"flowrl": {"agent.quantile": 0.8}}}, "the study has no gym: task"),
+        ({"hb": {"flowrl": {"steps": 10}}}, "suite_overrides.hb.flowrl: ['steps'] are set by"),
+        ({"mujoco": {"flowrl": {}}}, "suite_overrides"),
+    ]:
         with pytest.raises(flowrl_study.StudyError, match=message.replace("[", r"\[").replace("]", r"\]")):
             flowrl_study.load_study(dict(preset("paper"), suite_overrides=bad))
 
@@ -222,15 +261,23 @@ def test_task_packs_put_same_shape_tasks_of_batched_algorithms_into_one_job():
     assert len(planned) == 4 * 15 * 5  # every run exactly once
 
 
-@pytest.mark.parametrize("packs,message", [
-    ([["dmc:cartpole-balance", "dmc:walker-run"]], "not in tasks"),
-    ([["dmc:cartpole-balance", "dmc:cartpole-swingup"], ["dmc:cartpole-swingup", "dmc:point_mass-easy"]],
-     "already in task_packs[0]"),
-    ([["dmc:cartpole-balance", "dmc:point_mass-easy"]], "same observation and action shapes"),
-])
+@pytest.mark.parametrize(
+    "packs,message",
+    [
+        ([["dmc:cartpole-balance", "dmc:walker-run"]], "not in tasks"),
+        (
+            [["dmc:cartpole-balance", "dmc:cartpole-swingup"], ["dmc:cartpole-swingup", "dmc:point_mass-easy"]],
+            "already in task_packs[0]",
+        ),
+        ([["dmc:cartpole-balance", "dmc:point_mass-easy"]], "same observation and action shapes"),
+    ],
+)
 def test_bad_task_packs_are_rejected(packs, message):
-    cfg = dict(preset("default"), tasks=["dmc:cartpole-balance", "dmc:cartpole-swingup", "dmc:point_mass-easy"],
-               task_packs=packs)
+    cfg = dict(
+        preset("default"),
+        tasks=["dmc:cartpole-balance", "dmc:cartpole-swingup", "dmc:point_mass-easy"],
+        task_packs=packs,
+    )
     with pytest.raises(flowrl_study.StudyError, match=message.replace("[", r"\[")):
         flowrl_study.load_study(cfg)
 
@@ -240,9 +287,18 @@ def test_bad_task_packs_are_rejected(packs, message):
 def test_task_pack_study_trains_each_run_into_its_own_directory(tmp_path):
     tasks = ["dmc:cartpole-balance", "dmc:cartpole-swingup"]
     study = write_study(
-        tmp_path / "study.yaml", study="pack", algos=["flowrl"], tasks=tasks, task_packs=[tasks], seeds=1, steps=400,
-        eval_every=200, eval_episodes=1, overrides=TINY_OVERRIDES,
-        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10})
+        tmp_path / "study.yaml",
+        study="pack",
+        algos=["flowrl"],
+        tasks=tasks,
+        task_packs=[tasks],
+        seeds=1,
+        steps=400,
+        eval_every=200,
+        eval_episodes=1,
+        overrides=TINY_OVERRIDES,
+        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
+    )
     snakemake(["runs", "--cores", "1", "--configfile", str(study)], tmp_path, check=True)
     runs = tmp_path / "runs" / "pack"
     log = (runs / "logs" / "flowrl" / "dmc_cartpole-balance+dmc_cartpole-swingup" / "seeds-0.log").read_text()
@@ -261,8 +317,24 @@ def test_run_directory_names_match_flowrl():
     train_job = load_script("train_job")
     tasks = ["dmc:cartpole-balance", "gym:Humanoid-v5", "hb:h1hand-walk-v0", "gym:ns/Env-v1"]
     study = flowrl_study.load_study(dict(preset("default"), tasks=tasks), semantic=False)
-    args = train_job.parse_args(["--algo", "sac", "--task", *tasks, "--seeds", "0", "--steps", "1", "--run-dir",
-                                 "runs/x/sac/{task}/seed{seed}", "--mode", "batched", "--marker", "m.done"])
+    args = train_job.parse_args(
+        [
+            "--algo",
+            "sac",
+            "--task",
+            *tasks,
+            "--seeds",
+            "0",
+            "--steps",
+            "1",
+            "--run-dir",
+            "runs/x/sac/{task}/seed{seed}",
+            "--mode",
+            "batched",
+            "--marker",
+            "m.done",
+        ]
+    )
     for task in tasks:
         assert flowrl_study.task_slug(task) == task_slug(task)
         assert study.run_dir("sac", task, 0) == f"runs/default/sac/{task_slug(task)}/seed0"
@@ -301,15 +373,35 @@ def test_a_study_with_an_unknown_suite_is_refused_even_unchecked():
 
 
 def test_command_line_strings_are_typed_like_flowrl_train_parses_them():
-    raw = {"seeds": ["0", "1"], "steps": "500", "overrides": {"agent.hidden_dim": "32", "device": "cpu",
-                                                              "agent.constraint": "false"}, "tasks": ["dmc:x-y"]}
+    raw = {
+        "seeds": ["0", "1"],
+        "steps": "500",
+        "overrides": {"agent.hidden_dim": "32", "device": "cpu", "agent.constraint": "false"},
+        "tasks": ["dmc:x-y"],
+    }
     out = flowrl_study.normalize(raw)
-    assert out == {"seeds": [0, 1], "steps": 500, "overrides": {"agent.hidden_dim": 32, "device": "cpu",
-                                                                "agent.constraint": False}, "tasks": ["dmc:x-y"]}
-    args = flowrl_study.override_args({"agent.hidden_dim": 64, "agent.constraint": False, "device": "cuda:0",
-                                       "replay_recent_fraction": None, "lr": 0.0003})
-    assert args == ["agent.hidden_dim=64", "agent.constraint=false", "device=cuda:0", "replay_recent_fraction=null",
-                    "lr=0.0003"]
+    assert out == {
+        "seeds": [0, 1],
+        "steps": 500,
+        "overrides": {"agent.hidden_dim": 32, "device": "cpu", "agent.constraint": False},
+        "tasks": ["dmc:x-y"],
+    }
+    args = flowrl_study.override_args(
+        {
+            "agent.hidden_dim": 64,
+            "agent.constraint": False,
+            "device": "cuda:0",
+            "replay_recent_fraction": None,
+            "lr": 0.0003,
+        }
+    )
+    assert args == [
+        "agent.hidden_dim=64",
+        "agent.constraint=false",
+        "device=cuda:0",
+        "replay_recent_fraction=null",
+        "lr=0.0003",
+    ]
 
 
 # ------------------------------------------------------------------------------------- end to end, locally
@@ -317,11 +409,19 @@ def test_command_line_strings_are_typed_like_flowrl_train_parses_them():
 @pytest.mark.subprocess
 def test_small_study_end_to_end_then_nothing_is_retrained(tmp_path):
     study = write_study(
-        tmp_path / "study.yaml", study="e2e", algos=["sac", "flowrl-h8"], tasks=["dmc:cartpole-balance",
-                                                                             "dmc:point_mass-easy"],
-        seeds=2, steps=600, eval_every=300, eval_episodes=1, overrides=TINY_OVERRIDES,
+        tmp_path / "study.yaml",
+        study="e2e",
+        algos=["sac", "flowrl-h8"],
+        tasks=["dmc:cartpole-balance", "dmc:point_mass-easy"],
+        seeds=2,
+        steps=600,
+        eval_every=300,
+        eval_episodes=1,
+        overrides=TINY_OVERRIDES,
         variants={"flowrl-h8": {"algo": "flowrl", "overrides": {"agent.hidden_dim": 8}}},
-        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10}, analysis={"reps": 50, "seed": 0})
+        resources={"gpu": 0, "cpus_per_task": 1, "mem_mb": 1000, "runtime": 10},
+        analysis={"reps": 50, "seed": 0},
+    )
     proc = snakemake(["--cores", "2", "--configfile", str(study)], tmp_path, check=True)
     runs = tmp_path / "runs" / "e2e"
     for algo in ("sac", "flowrl-h8"):
@@ -380,10 +480,28 @@ def test_a_second_job_for_the_same_runs_refuses_to_start(tmp_path):
         held.flush()
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         proc = subprocess.run(
-            [sys.executable, str(REPO / "workflow" / "scripts" / "train_job.py"), "--algo", "sac", "--task",
-             "dmc:cartpole-balance", "--seeds", "0", "--steps", "100", "--run-dir", str(tmp_path / "run{seed}"),
-             "--marker", str(marker)], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            timeout=60)
+            [
+                sys.executable,
+                str(REPO / "workflow" / "scripts" / "train_job.py"),
+                "--algo",
+                "sac",
+                "--task",
+                "dmc:cartpole-balance",
+                "--seeds",
+                "0",
+                "--steps",
+                "100",
+                "--run-dir",
+                str(tmp_path / "run{seed}"),
+                "--marker",
+                str(marker),
+            ],
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 75
     assert "another job is training these runs (host=elsewhere pid=1 slurm_job=4242)" in proc.stdout
     assert not (tmp_path / "run0").exists() and not marker.exists()
@@ -393,9 +511,25 @@ def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed():
     from flowrl.subproc_env import available_cpus
 
     train_job = load_script("train_job")
-    args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:cartpole-balance", "--seeds", "0", "1",
-                                 "--steps", "100", "--run-dir", "runs/x/seed{seed}", "--mode", "batched",
-                                 "--marker", "m.done"])
+    args = train_job.parse_args(
+        [
+            "--algo",
+            "flowrl",
+            "--task",
+            "dmc:cartpole-balance",
+            "--seeds",
+            "0",
+            "1",
+            "--steps",
+            "100",
+            "--run-dir",
+            "runs/x/seed{seed}",
+            "--mode",
+            "batched",
+            "--marker",
+            "m.done",
+        ]
+    )
     both = [("dmc:cartpole-balance", 0), ("dmc:cartpole-balance", 1)]
     assert "--env-processes" in train_job.train_command(args, both, cpus=3)
     assert "--env-processes" not in train_job.train_command(args, both, cpus=2)
@@ -406,12 +540,31 @@ def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed():
 
 def test_task_pack_jobs_train_every_task_and_seed_in_one_process():
     train_job = load_script("train_job")
-    args = train_job.parse_args(["--algo", "flowrl", "--task", "dmc:dog-run", "dmc:dog-walk", "--seeds", "0", "1",
-                                 "--steps", "100", "--run-dir", "runs/x/flowrl/{task}/seed{seed}", "--mode", "batched",
-                                 "--marker", "m.done", "--", "agent.hidden_dim=8"])
+    args = train_job.parse_args(
+        [
+            "--algo",
+            "flowrl",
+            "--task",
+            "dmc:dog-run",
+            "dmc:dog-walk",
+            "--seeds",
+            "0",
+            "1",
+            "--steps",
+            "100",
+            "--run-dir",
+            "runs/x/flowrl/{task}/seed{seed}",
+            "--mode",
+            "batched",
+            "--marker",
+            "m.done",
+            "--",
+            "agent.hidden_dim=8",
+        ]
+    )
     runs = [(t, s) for t in args.task for s in args.seeds]
     cmd = train_job.train_command(args, runs)
-    assert cmd[cmd.index("--tasks") + 1:cmd.index("--seeds")] == ["dmc:dog-run", "dmc:dog-walk"]
+    assert cmd[cmd.index("--tasks") + 1 : cmd.index("--seeds")] == ["dmc:dog-run", "dmc:dog-walk"]
     assert cmd[cmd.index("--out") + 1] == "runs/x/flowrl/{task}/seed{seed}" and cmd[-1] == "agent.hidden_dim=8"
     assert train_job.run_dir(args, "dmc:dog-walk", 1) == "runs/x/flowrl/dmc_dog-walk/seed1"
     single = train_job.train_command(args, [("dmc:dog-walk", 1)])

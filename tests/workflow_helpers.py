@@ -1,4 +1,5 @@
 """Shared helpers for the workflow tests: run Snakemake on the repository's Snakefile in a scratch directory."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,8 +15,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 # Tiny budgets: a run takes a few seconds on one CPU core.
-TINY_OVERRIDES = {"start_steps": 200, "batch_size": 32, "agent.hidden_dim": 16, "device": "cpu",
-                  "torch_threads": 1, "log_every": 100}
+TINY_OVERRIDES = {
+    "start_steps": 200,
+    "batch_size": 32,
+    "agent.hidden_dim": 16,
+    "device": "cpu",
+    "torch_threads": 1,
+    "log_every": 100,
+}
 
 
 def env() -> dict:
@@ -28,8 +35,9 @@ def env() -> dict:
 def snakemake(args: list[str], workdir: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
     """`snakemake -s <repo>/Snakefile -d <workdir> ARGS`, output captured (stdout and stderr together)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc
@@ -37,7 +45,9 @@ def snakemake(args: list[str], workdir: Path, timeout: float = 600, check: bool 
 
 def load_script(name: str) -> ModuleType:
     """workflow/scripts/<name>.py as a module (the scripts are run by path, not installed)."""
-    spec = importlib.util.spec_from_file_location(f"workflow_script_{name}", REPO / "workflow" / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"workflow_script_{name}", REPO / "workflow" / "scripts" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -7,11 +7,13 @@ checkpoint/resume. The training loop (`flowrl.train`) owns everything else: envi
 replay, evaluation, logging, RNG bookkeeping and checkpoints. It drives every run through
 `BatchedAgent`; a single run is a batch of one (`OneMember`), so any `Agent` trains unchanged.
 """
+
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -91,7 +93,7 @@ class Agent(abc.ABC):
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
 
-    def seed_evaluation(self, seed: int) -> None:
+    def seed_evaluation(self, seed: int) -> None:  # noqa: B027 (an optional hook: a no-op by default)
         """Called before each evaluation. Agents that keep their own generators reseed their evaluation
         stream here; agents on torch's global RNG need nothing (the runner isolates it during evaluation)."""
 
@@ -126,8 +128,7 @@ class BatchedAgent(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def stack(cls, states: list[dict], spec: EnvSpec, config: Any, device: torch.device | str = "cpu"
-              ) -> "BatchedAgent":
+    def stack(cls, states: list[dict], spec: EnvSpec, config: Any, device: torch.device | str = "cpu") -> BatchedAgent:
         """One agent of len(states) members from single runs' `state_dict`s, members in that order."""
 
     @abc.abstractmethod
@@ -240,8 +241,9 @@ def stack_states(states: list[dict], per_member: tuple[str, ...] = ()) -> dict:
 def unstack_state(state: dict, i: int, n: int, per_member: tuple[str, ...] = ()) -> dict:
     """Member i's single-run state out of the batched `state` of `n` members (a copy; the inverse of
     `stack_states`)."""
-    out = map_states([state], lambda xs: xs[0].view(n, -1, *xs[0].shape[1:])[i].clone() if xs[0].dim()
-                     else xs[0].clone())
+    out = map_states(
+        [state], lambda xs: xs[0].view(n, -1, *xs[0].shape[1:])[i].clone() if xs[0].dim() else xs[0].clone()
+    )
     for key in per_member:
         out[key] = [state[key][i]]
     return out

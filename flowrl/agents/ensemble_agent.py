@@ -40,8 +40,14 @@ class EnsembleAgent(Agent, BatchedAgent):
     update_name: ClassVar[str] = "update"  # in messages, e.g. "FlowRL update"
     Execution = Execution
 
-    def __init__(self, spec: EnvSpec, config, device: torch.device | str = "cpu", n_seeds: int = 1,
-                 execution: Execution | None = None):
+    def __init__(
+        self,
+        spec: EnvSpec,
+        config,
+        device: torch.device | str = "cpu",
+        n_seeds: int = 1,
+        execution: Execution | None = None,
+    ):
         super().__init__(spec, config, device)
         self.n, self.execution = n_seeds, execution or Execution()
         self._graphs: GraphedStep | None = None
@@ -82,8 +88,9 @@ class EnsembleAgent(Agent, BatchedAgent):
 
     def _single_only(self, what: str) -> None:
         if self.n != 1:
-            raise RuntimeError(f"{what}() takes one seed's tensors; this agent holds {self.n} seeds: use "
-                               f"{what}_members()")
+            raise RuntimeError(
+                f"{what}() takes one seed's tensors; this agent holds {self.n} seeds: use {what}_members()"
+            )
 
     # ------------------------------------------------------------------------------------ the update
     def update_step(self, phase: str, batch: Batch, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -100,9 +107,15 @@ class EnsembleAgent(Agent, BatchedAgent):
         """The update as CUDA graphs, one per phase, each checked against the eager update before use
         (flowrl/cuda_graphs.py). Tests pass `capture` (flowrl.cuda_graphs.eager_capture, or a faulty one) to run
         this path on CPUs: `agent._graphs = agent.graphed_updates(capture)`."""
-        return GraphedStep(self.update_step, lambda: training_state(self._networks(), self._optimizers()),
-                           self.device, self.execution.graph_warmup, tolerance(self.execution.bf16(self.device)),
-                           capture, name=self.update_name)
+        return GraphedStep(
+            self.update_step,
+            lambda: training_state(self._networks(), self._optimizers()),
+            self.device,
+            self.execution.graph_warmup,
+            tolerance(self.execution.bf16(self.device)),
+            capture,
+            name=self.update_name,
+        )
 
     def execution_report(self) -> dict:
         """How the updates ran (the run's manifest records it): the graphs' report, or why there are none."""

@@ -17,6 +17,7 @@ version is an option. docs/paper-vs-code.md lists every difference and the key t
 Below: hyperparameters, networks, sampling, losses, one update, state. How the numbers are computed (bf16, CUDA
 graphs, the CPU matmul kernel) is no hyperparameter but a `flowrl.execution.Execution`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,11 +54,19 @@ class FlowRLConfig:
     eval_noise: Literal["sample", "zero"] = "sample"  # code evaluates from fresh noise; "zero" integrates from a_0 = 0
 
     def __post_init__(self):
-        ok = {"hidden_dim": self.hidden_dim > 0, "flow_steps": self.flow_steps > 0, "lr": self.lr > 0,
-              "gamma": 0 <= self.gamma <= 1, "tau": 0 < self.tau <= 1, "quantile": 0 < self.quantile < 1,
-              "target_update_interval": self.target_update_interval > 0, "lam": self.lam >= 0,
-              "weight_min": 0 <= self.weight_min <= self.weight_max, "noise_clip": self.noise_clip > 0,
-              "exploration_noise": self.exploration_noise >= 0}
+        ok = {
+            "hidden_dim": self.hidden_dim > 0,
+            "flow_steps": self.flow_steps > 0,
+            "lr": self.lr > 0,
+            "gamma": 0 <= self.gamma <= 1,
+            "tau": 0 < self.tau <= 1,
+            "quantile": 0 < self.quantile < 1,
+            "target_update_interval": self.target_update_interval > 0,
+            "lam": self.lam >= 0,
+            "weight_min": 0 <= self.weight_min <= self.weight_max,
+            "noise_clip": self.noise_clip > 0,
+            "exploration_noise": self.exploration_noise >= 0,
+        }
         check_fields(self, "FlowRL config", ok)
         activation(self.value_activation)  # raises on unknown names
 

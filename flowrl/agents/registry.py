@@ -6,6 +6,7 @@ lives in another installed package registers through its own pyproject.toml:
     [project.entry-points."flowrl.agents"]
     mymethod = "my_package.agent:MyAgent"
 """
+
 from __future__ import annotations
 
 import difflib

@@ -1,8 +1,9 @@
 """Results pipeline: run directories -> tidy table, rliable's statistics (stats.py), tables, figures, summary.
 
-    python -m flowrl.analysis --runs runs/ --out results/x        # everything (see docs/results.md)
-    from flowrl.analysis import analyse, gather                    # the same from Python / Snakemake
+python -m flowrl.analysis --runs runs/ --out results/x        # everything (see docs/results.md)
+from flowrl.analysis import analyse, gather                    # the same from Python / Snakemake
 """
+
 from __future__ import annotations
 
 __all__ = ["analyse", "gather", "run_analysis", "AnalysisConfig", "AnalysisError"]

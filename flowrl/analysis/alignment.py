@@ -4,6 +4,7 @@ Rule: the value of a run at grid step g is its last evaluation at a step <= g ("
 carried forward"), and NaN when g lies before the run's first evaluation or after its last one.
 A run is never extrapolated past its last evaluation, and never interpolated.
 """
+
 from __future__ import annotations
 
 import numpy as np

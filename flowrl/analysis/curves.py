@@ -5,6 +5,7 @@ number of runs `n` behind a point can fall along the curve while a study is stil
 written next to every point). Aggregate (IQM) curves use exactly the runs of the final-score
 aggregate, which all reached the target step.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,8 +17,21 @@ from flowrl.analysis.alignment import align_to_grid, make_grid, thin_grid
 from flowrl.analysis.scores import ScoreSet
 from flowrl.analysis.stats import bootstrap_mean_ci, t_interval
 
-CURVE_COLUMNS = ["task", "group", "algo", "reference", "step", "n", "mean", "std", "ci_low", "ci_high", "t_low",
-                 "t_high", "value"]
+CURVE_COLUMNS = [
+    "task",
+    "group",
+    "algo",
+    "reference",
+    "step",
+    "n",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "t_low",
+    "t_high",
+    "value",
+]
 
 
 def eval_interval(df: pd.DataFrame) -> int:
@@ -51,9 +65,11 @@ def _summarise(matrix: np.ndarray, reps: int, seed: int, confidence: float) -> d
     return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high, "t_low": t_low, "t_high": t_high}
 
 
-def per_task_curves(tidy: pd.DataFrame, value: str, reps: int, seed: int, confidence: float = 0.95,
-                    grid_step: int | None = None) -> pd.DataFrame:
-    """Mean, std, percentile-bootstrap CI, t-interval and n of `value` ('return' or 'score') per task, algorithm and grid step.
+def per_task_curves(
+    tidy: pd.DataFrame, value: str, reps: int, seed: int, confidence: float = 0.95, grid_step: int | None = None
+) -> pd.DataFrame:
+    """Mean, std, percentile-bootstrap CI, t-interval and n of `value` ('return' or 'score') per task, algorithm and
+    grid step.
 
     Our runs: grid of `grid_step` (default: the task's coarsest eval interval) up to the last step
     evaluated. References: their own evaluation steps, cut at the last step of our runs on that task
@@ -75,15 +91,27 @@ def per_task_curves(tidy: pd.DataFrame, value: str, reps: int, seed: int, confid
                 g = steps
             _, matrix = run_matrix(df, g, value)
             stats = _summarise(matrix, reps, seed, confidence)
-            frames.append(pd.DataFrame({"task": task, "group": df["group"].iloc[0], "algo": algo,
-                                        "reference": bool(is_ref), "step": g, **stats, "value": value}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "task": task,
+                        "group": df["group"].iloc[0],
+                        "algo": algo,
+                        "reference": bool(is_ref),
+                        "step": g,
+                        **stats,
+                        "value": value,
+                    }
+                )
+            )
     if not frames:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     return pd.concat(frames, ignore_index=True)[CURVE_COLUMNS]
 
 
-def aggregate_curves(tidy: pd.DataFrame, score_set: ScoreSet, targets: dict[str, int], grid_step: int | None,
-                     max_points: int) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+def aggregate_curves(
+    tidy: pd.DataFrame, score_set: ScoreSet, targets: dict[str, int], grid_step: int | None, max_points: int
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """Grid and runs x tasks x steps score arrays for the runs of `score_set` (IQM-vs-steps curves)."""
     ours = tidy[~tidy["reference"] & tidy["task"].isin(score_set.tasks)]
     final = min(targets[t] for t in score_set.tasks)
@@ -99,8 +127,10 @@ def aggregate_curves(tidy: pd.DataFrame, score_set: ScoreSet, targets: dict[str,
     notes = []
     ok = np.all([np.all(np.isfinite(a), axis=(0, 1)) for a in arrays.values()], axis=0)
     if not ok.all():
-        notes.append(f"IQM curve: steps {grid[~ok].tolist()} left out (some runs were not evaluated there, "
-                     "e.g. no evaluation at step 0)")
+        notes.append(
+            f"IQM curve: steps {grid[~ok].tolist()} left out (some runs were not evaluated there, "
+            "e.g. no evaluation at step 0)"
+        )
         grid = grid[ok]
         arrays = {a: v[..., ok] for a, v in arrays.items()}
     return grid, arrays, notes

@@ -10,6 +10,7 @@ and on every task any main algorithm used (an ablation variant '<algo>-<suffix>'
 was run on); each task's target step is the largest configured `steps` among its runs. An expect
 file is the reliable way to catch runs that never started.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,15 +45,17 @@ class ExpectedStudy:
         return int(self.steps[task] if isinstance(self.steps, dict) else self.steps)
 
     @staticmethod
-    def from_mapping(data: dict, where: str = "expect") -> "ExpectedStudy":
+    def from_mapping(data: dict, where: str = "expect") -> ExpectedStudy:
         if not isinstance(data, dict):
             raise AnalysisError(f"{where}: expected a mapping with keys algos, tasks, seeds, steps")
         missing = [k for k in ("algos", "tasks", "seeds", "steps") if k not in data]
         unknown = set(data) - {"algos", "tasks", "seeds", "steps"}
         if missing or unknown:
-            raise AnalysisError(f"{where}: needs keys algos, tasks, seeds, steps"
-                                + (f"; missing {missing}" if missing else "")
-                                + (f"; unknown {sorted(unknown)}" if unknown else ""))
+            raise AnalysisError(
+                f"{where}: needs keys algos, tasks, seeds, steps"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {sorted(unknown)}" if unknown else "")
+            )
         seeds = data["seeds"]
         seeds = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
         tasks = [str(t) for t in data["tasks"]]
@@ -80,8 +83,9 @@ def load_expected(path: str | Path) -> ExpectedStudy:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise AnalysisError(f"expect file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                            f"{exc}") from None
+        raise AnalysisError(
+            f"expect file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     return ExpectedStudy.from_mapping(data, str(path))
 
 
@@ -98,8 +102,7 @@ def infer_expected(records: list[RunRecord]) -> ExpectedStudy:
         seeds = sorted({r.seed for r in usable if r.algo == algo})
         tasks = sorted({r.task for r in usable if r.algo == algo}) if algo in variants else main_tasks
         combos += [(algo, t, s) for t in tasks for s in seeds]
-    return ExpectedStudy(algos, sorted(steps), sorted({r.seed for r in usable}), steps, inferred=True,
-                         combos=combos)
+    return ExpectedStudy(algos, sorted(steps), sorted({r.seed for r in usable}), steps, inferred=True, combos=combos)
 
 
 def target_steps(expected: ExpectedStudy, records: list[RunRecord]) -> dict[str, int]:
@@ -131,20 +134,48 @@ def missing_report(records: list[RunRecord], expected: ExpectedStudy, targets: d
     by_key = {r.key: r for r in records if r.algo is not None}
     for algo, task, seed in expected.expected_runs():
         if (algo, task, seed) not in by_key:
-            rows.append({"algo": algo, "task": task, "seed": seed, "status": "missing", "last_step": None,
-                         "target_steps": targets.get(task), "run_dir": "",
-                         "detail": "no run directory" + (" (expected set inferred from the runs found)"
-                                                         if expected.inferred else "")})
+            rows.append(
+                {
+                    "algo": algo,
+                    "task": task,
+                    "seed": seed,
+                    "status": "missing",
+                    "last_step": None,
+                    "target_steps": targets.get(task),
+                    "run_dir": "",
+                    "detail": "no run directory"
+                    + (" (expected set inferred from the runs found)" if expected.inferred else ""),
+                }
+            )
     for rec in records:
         if rec.algo is None:
-            rows.append({"algo": None, "task": None, "seed": None, "status": "unusable", "last_step": None,
-                         "target_steps": None, "run_dir": str(rec.path), "detail": rec.problem})
+            rows.append(
+                {
+                    "algo": None,
+                    "task": None,
+                    "seed": None,
+                    "status": "unusable",
+                    "last_step": None,
+                    "target_steps": None,
+                    "run_dir": str(rec.path),
+                    "detail": rec.problem,
+                }
+            )
             continue
         status, detail = run_status(rec, targets[rec.task])
         if status != "complete":
-            rows.append({"algo": rec.algo, "task": rec.task, "seed": rec.seed, "status": status,
-                         "last_step": rec.last_step, "target_steps": targets[rec.task], "run_dir": str(rec.path),
-                         "detail": detail})
+            rows.append(
+                {
+                    "algo": rec.algo,
+                    "task": rec.task,
+                    "seed": rec.seed,
+                    "status": status,
+                    "last_step": rec.last_step,
+                    "target_steps": targets[rec.task],
+                    "run_dir": str(rec.path),
+                    "detail": detail,
+                }
+            )
     df = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     if not df.empty:
         df = df.sort_values(["status", "algo", "task", "seed"], na_position="first", kind="stable")
@@ -157,10 +188,14 @@ def print_missing(report: pd.DataFrame, stream=None) -> None:
         print("flowrl.analysis: every expected run is present and complete.", file=stream)
         return
     counts = report["status"].value_counts().to_dict()
-    print(f"flowrl.analysis: WARNING {len(report)} run(s) missing or incomplete: "
-          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=stream)
+    print(
+        f"flowrl.analysis: WARNING {len(report)} run(s) missing or incomplete: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        file=stream,
+    )
     for row in report.itertuples():
         where = f" [{row.run_dir}]" if row.run_dir else ""
         got = f" reached step {int(row.last_step)}" if pd.notna(row.last_step) else ""
-        print(f"  {row.status:<10} algo={row.algo} task={row.task} seed={row.seed}{got}{where}: {row.detail}",
-              file=stream)
+        print(
+            f"  {row.status:<10} algo={row.algo} task={row.task} seed={row.seed}{got}{where}: {row.detail}", file=stream
+        )

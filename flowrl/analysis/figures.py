@@ -7,6 +7,7 @@ curves (other projects' published results) are dashed and labelled "(reference)"
 are clipped to the task's possible returns (tasks.return_bounds): a mean - std below 0 on a DMC task
 is a statement about the spread, not a return any run could have had.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,11 @@ POI_CMAP = "RdBu"
 # Cells of the PoI matrix that hold no comparison (the diagonal, X against itself): mid grey and hatched,
 # so they cannot be read as P = 0.5, which RdBu draws near-white.
 NO_COMPARISON_COLOUR = "#9e9e9e"
-BANDS = {"std": "mean ± std over seeds", "t": "mean and 95% t-interval of the mean over seeds",
-         "ci": "mean and 95% percentile-bootstrap CI over seeds"}
+BANDS = {
+    "std": "mean ± std over seeds",
+    "t": "mean and 95% t-interval of the mean over seeds",
+    "ci": "mean and 95% percentile-bootstrap CI over seeds",
+}
 
 
 def ordered_handles(handles: dict[str, object], order: list[str]) -> list:
@@ -65,8 +69,16 @@ def curve_grid_size(n_panels: int, ncols: int = 4) -> tuple[int, int, float, flo
 
 
 @styled
-def task_curves_figure(curves: pd.DataFrame, tasks: list[str], order: list[str], palette: dict[str, str],
-                       title: str, band: str, base: Path, ylabel: str = "Return") -> list[Path]:
+def task_curves_figure(
+    curves: pd.DataFrame,
+    tasks: list[str],
+    order: list[str],
+    palette: dict[str, str],
+    title: str,
+    band: str,
+    base: Path,
+    ylabel: str = "Return",
+) -> list[Path]:
     """One panel per task: mean curve per algorithm with a band (BANDS), clipped to the task's return bounds
     (`value` 'return' only; other values are not clipped)."""
     nrows, ncols, width, height = curve_grid_size(len(tasks))
@@ -93,8 +105,15 @@ def task_curves_figure(curves: pd.DataFrame, tasks: list[str], order: list[str],
                 seen.setdefault(label, line)
                 if not is_ref:
                     counts.append(int(df["n"].max()))
-        runs = "" if not counts else (f" (n={counts[0]} runs each)" if min(counts) == max(counts)
-                                      else f" (n={min(counts)}–{max(counts)} runs per algorithm)")
+        runs = (
+            ""
+            if not counts
+            else (
+                f" (n={counts[0]} runs each)"
+                if min(counts) == max(counts)
+                else f" (n={min(counts)}–{max(counts)} runs per algorithm)"
+            )
+        )
         ax.set_title(short_name(task) + runs, fontsize=9)
         ax.xaxis.set_major_formatter(STEP_FORMATTER)
         if i % ncols == 0:
@@ -104,15 +123,23 @@ def task_curves_figure(curves: pd.DataFrame, tasks: list[str], order: list[str],
     for j in range(len(tasks), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
     clipped = any(np.isfinite(return_bounds(t)).any() for t in tasks) and ylabel == "Return"
-    fig.suptitle(f"{title}\n{BANDS[band]}" + (" (bands cut at the task's possible returns)" if clipped else ""),
-                 fontsize=10)
+    fig.suptitle(
+        f"{title}\n{BANDS[band]}" + (" (bands cut at the task's possible returns)" if clipped else ""), fontsize=10
+    )
     _finish_legend(fig, ordered_handles(seen, order))
     return save_figure(fig, base)
 
 
 @styled
-def overview_figure(agg: pd.DataFrame, set_order: list[str], order: list[str], palette: dict[str, str],
-                    timing: pd.DataFrame | None, base: Path, metric: str = "iqm") -> list[Path]:
+def overview_figure(
+    agg: pd.DataFrame,
+    set_order: list[str],
+    order: list[str],
+    palette: dict[str, str],
+    timing: pd.DataFrame | None,
+    base: Path,
+    metric: str = "iqm",
+) -> list[Path]:
     """Fig. 1 style: final normalised score per task set (bars with CIs), training time, inference time."""
     has_train = timing is not None and timing["train_hours"].notna().any()
     has_infer = timing is not None and timing["inference_ms"].notna().any()
@@ -133,8 +160,9 @@ def overview_figure(agg: pd.DataFrame, set_order: list[str], order: list[str], p
             ys.append(r["value"])
             lo.append(r["value"] - r["ci_low"])
             hi.append(r["ci_high"] - r["value"])
-        bars = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], color=palette[algo], capsize=2, label=algo,
-                      error_kw={"lw": 0.8})
+        bars = ax.bar(
+            xs, ys, width * 0.95, yerr=[lo, hi], color=palette[algo], capsize=2, label=algo, error_kw={"lw": 0.8}
+        )
         handles.append(bars)
     labels = []
     for name in set_order:
@@ -146,20 +174,30 @@ def overview_figure(agg: pd.DataFrame, set_order: list[str], order: list[str], p
     ax.set_title(f"(a) Final normalised score, {METRIC_LABELS[metric]} ± 95% CI")
     ax.grid(axis="x", visible=False)
     panel = 1
-    for column, to_seconds, per, title in (("train_hours", 3600.0, "run", "Training wall time"),
-                                           ("inference_ms", 1e-3, "action", "Inference time per step")):
+    for column, to_seconds, per, title in (
+        ("train_hours", 3600.0, "run", "Training wall time"),
+        ("inference_ms", 1e-3, "action", "Inference time per step"),
+    ):
         if timing is None or not timing[column].notna().any():
             continue
         ax = axes[0][panel]
         per_algo = timing.dropna(subset=[column]).groupby("algo")[column]
         names = [a for a in order if a in per_algo.groups]
         means = np.array([per_algo.get_group(a).mean() for a in names]) * to_seconds
-        stds = np.array([per_algo.get_group(a).std(ddof=1) if per_algo.get_group(a).size > 1 else 0.0
-                         for a in names]) * to_seconds
+        stds = (
+            np.array([per_algo.get_group(a).std(ddof=1) if per_algo.get_group(a).size > 1 else 0.0 for a in names])
+            * to_seconds
+        )
         unit, scale = duration_unit(float(np.max(means + stds)))  # the axis unit fits the tallest bar
         # times are >= 0: the lower whisker stops at zero
-        ax.bar(range(len(names)), means / scale, 0.7, yerr=[np.minimum(stds, means) / scale, stds / scale],
-               color=[palette[a] for a in names], capsize=2)
+        ax.bar(
+            range(len(names)),
+            means / scale,
+            0.7,
+            yerr=[np.minimum(stds, means) / scale, stds / scale],
+            color=[palette[a] for a in names],
+            capsize=2,
+        )
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_ylabel(f"{unit.capitalize()} per {per}")
         ax.set_title(f"({'abc'[panel]}) {title}\n(mean ± std over tasks/runs)")
@@ -170,8 +208,7 @@ def overview_figure(agg: pd.DataFrame, set_order: list[str], order: list[str], p
 
 
 @styled
-def interval_figure(agg: pd.DataFrame, order: list[str], palette: dict[str, str], title: str,
-                    base: Path) -> list[Path]:
+def interval_figure(agg: pd.DataFrame, order: list[str], palette: dict[str, str], title: str, base: Path) -> list[Path]:
     """rliable-style aggregate metrics: one panel per metric, a 95% CI bar and point estimate per algorithm."""
     algos = [a for a in order if a in set(agg["algo"])]
     fig, axes = new_figure(2.7 * len(METRICS) + 0.8, 1.2 + 0.38 * len(algos), 1, len(METRICS))
@@ -179,8 +216,7 @@ def interval_figure(agg: pd.DataFrame, order: list[str], palette: dict[str, str]
         ax = axes[0][j]
         for k, algo in enumerate(algos):
             r = agg[(agg["algo"] == algo) & (agg["metric"] == metric)].iloc[0]
-            ax.plot([r["ci_low"], r["ci_high"]], [k, k], color=palette[algo], lw=7, alpha=0.75,
-                    solid_capstyle="butt")
+            ax.plot([r["ci_low"], r["ci_high"]], [k, k], color=palette[algo], lw=7, alpha=0.75, solid_capstyle="butt")
             ax.plot([r["value"]], [k], "|", color="black", ms=12, mew=1.5)
         ax.set_xlabel(METRIC_LABELS[metric] + (" (lower is better)" if metric == "optimality_gap" else ""))
         ax.set_yticks(range(len(algos)), algos)
@@ -188,14 +224,18 @@ def interval_figure(agg: pd.DataFrame, order: list[str], palette: dict[str, str]
         ax.set_ylim(len(algos) - 0.4, -0.6)  # first algorithm on top
         ax.grid(axis="y", visible=False)
     n = agg.groupby("algo")["n_runs"].first()
-    fig.suptitle(f"{title}: normalised score, point estimate and 95% stratified-bootstrap CI "
-                 f"(runs used: {', '.join(f'{a} {n[a]}' for a in algos)})", fontsize=9)
+    fig.suptitle(
+        f"{title}: normalised score, point estimate and 95% stratified-bootstrap CI "
+        f"(runs used: {', '.join(f'{a} {n[a]}' for a in algos)})",
+        fontsize=9,
+    )
     return save_figure(fig, base)
 
 
 @styled
-def poi_figure(poi: pd.DataFrame, palette: dict[str, str], title: str, base: Path,
-               order: list[str] | None = None) -> list[Path]:
+def poi_figure(
+    poi: pd.DataFrame, palette: dict[str, str], title: str, base: Path, order: list[str] | None = None
+) -> list[Path]:
     """Probability that algorithm X beats Y on a random task (rliable's PoI plot, drawn here so that
     pairs whose interval has zero width stay visible): 95% CI bar and point estimate per pair, the pairs
     in `order` of Y."""
@@ -211,8 +251,9 @@ def poi_figure(poi: pd.DataFrame, palette: dict[str, str], title: str, base: Pat
     ax.axvline(0.5, color="grey", lw=1, ls="--")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(len(rows) - 0.4, -0.6)
-    ax.set_yticks(range(len(rows)), [f"{r.algo_x} > {r.algo_y}\n(runs {r.runs_x} vs {r.runs_y}, {r.n_tasks} tasks)"
-                                     for r in rows])
+    ax.set_yticks(
+        range(len(rows)), [f"{r.algo_x} > {r.algo_y}\n(runs {r.runs_x} vs {r.runs_y}, {r.n_tasks} tasks)" for r in rows]
+    )
     ax.set_xlabel("P(X > Y) on a randomly chosen task")
     ax.grid(axis="y", visible=False)
     ax.set_title(title, fontsize=9)
@@ -257,28 +298,46 @@ def poi_matrix_figure(poi: pd.DataFrame, order: list[str], title: str, base: Pat
         for j in range(n):
             if np.isfinite(matrix[i, j]):
                 lo, hi = cis[i, j]
-                ax.text(j, i, f"{matrix[i, j]:.2f}\n[{lo:.2f}, {hi:.2f}]", ha="center", va="center", fontsize=8,
-                        color="white" if abs(matrix[i, j] - 0.5) > 0.3 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}\n[{lo:.2f}, {hi:.2f}]",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(matrix[i, j] - 0.5) > 0.3 else "black",
+                )
             else:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="none", edgecolor="white", hatch="//",
-                                       lw=0))
-                ax.text(j, i, "same\nalgorithm" if i == j else "not\ncompared", ha="center", va="center",
-                        fontsize=7, color="black", bbox={"facecolor": NO_COMPARISON_COLOUR, "lw": 0, "pad": 1})
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="none", edgecolor="white", hatch="//", lw=0))
+                ax.text(
+                    j,
+                    i,
+                    "same\nalgorithm" if i == j else "not\ncompared",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black",
+                    bbox={"facecolor": NO_COMPARISON_COLOUR, "lw": 0, "pad": 1},
+                )
     ax.set_xticks(range(n), algos, rotation=30, ha="right")
     ax.set_yticks(range(n), algos)
     ax.set_xlabel("Algorithm Y")
     ax.set_ylabel("Algorithm X")
     ax.grid(False)
     fig.colorbar(ScalarMappable(Normalize(0, 1), matplotlib.colormaps[POI_CMAP]), ax=ax, label="P(X > Y)")
-    fig.legend(handles=[Patch(facecolor=NO_COMPARISON_COLOUR, hatch="//", edgecolor="white",
-                              label="no comparison (X = Y)")], loc="outside lower center", frameon=False)
+    fig.legend(
+        handles=[Patch(facecolor=NO_COMPARISON_COLOUR, hatch="//", edgecolor="white", label="no comparison (X = Y)")],
+        loc="outside lower center",
+        frameon=False,
+    )
     ax.set_title(title + " (95% CI in brackets)", fontsize=9)
     return save_figure(fig, base)
 
 
 @styled
-def profile_figure(profiles: dict, cis: dict, taus: np.ndarray, order: list[str], palette: dict[str, str],
-                   title: str, base: Path) -> list[Path]:
+def profile_figure(
+    profiles: dict, cis: dict, taus: np.ndarray, order: list[str], palette: dict[str, str], title: str, base: Path
+) -> list[Path]:
     """Score distributions: fraction of runs with normalised score > tau, with 95% CI bands."""
     algos = [a for a in order if a in profiles]
     fig, axes = new_figure(6.0, 4.2)
@@ -295,8 +354,9 @@ def profile_figure(profiles: dict, cis: dict, taus: np.ndarray, order: list[str]
 
 
 @styled
-def sample_efficiency_figure(panels: list[tuple[str, np.ndarray, dict, dict, dict]], order: list[str],
-                             palette: dict[str, str], base: Path) -> list[Path]:
+def sample_efficiency_figure(
+    panels: list[tuple[str, np.ndarray, dict, dict, dict]], order: list[str], palette: dict[str, str], base: Path
+) -> list[Path]:
     """IQM normalised score vs environment steps with 95% CI bands, one panel per task set.
 
     panels: (set name, grid, points, intervals, runs used per algorithm)."""

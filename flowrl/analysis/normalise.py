@@ -13,6 +13,7 @@ YAML override (every key optional):
     "gym:Humanoid-v5": {random: 120.0, target: 6000.0}     # method random_target implied
     "hb:g1-walk-v0": {method: random_target, random: 3.0, target: 700}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,9 @@ def _rule_from_mapping(values: dict, where: str, default_method: str | None) -> 
         raise NormalisationError(f"{where}: expected a mapping like {{method: divide, scale: 1000}}, got {values!r}")
     unknown = set(values) - {"method", "scale", "random", "target", "source"}
     if unknown:
-        raise NormalisationError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: method, scale, random, "
-                                 "target, source")
+        raise NormalisationError(
+            f"{where}: unknown key(s) {sorted(unknown)}; allowed: method, scale, random, target, source"
+        )
     method = values.get("method") or ("random_target" if "random" in values or "target" in values else default_method)
     if method not in METHODS:
         raise NormalisationError(f"{where}: method {method!r} is not one of {', '.join(METHODS)}")
@@ -105,8 +107,10 @@ class Normalisation:
                 return Rule("none", source=f"{suite}: random_target needs per-task random/target values")
             random, target = hb_constants(task.split(":", 1)[1])
             if random is None or target is None:
-                return Rule("none", source=f"no published random/target return for {task}; add it under "
-                                           "tasks: in a normalisation YAML")
+                return Rule(
+                    "none",
+                    source=f"no published random/target return for {task}; add it under tasks: in a normalisation YAML",
+                )
             return Rule("random_target", random=random, target=target, source=rule.source)
         return rule
 
@@ -140,8 +144,10 @@ def load_normalisation(path: str | Path | None) -> Normalisation:
         raise NormalisationError(f"normalisation file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or set(data) - {"suites", "tasks"}:
-        raise NormalisationError(f"{path}: top-level keys must be 'suites' and/or 'tasks' "
-                                 f"(got {sorted(data) if isinstance(data, dict) else type(data).__name__})")
+        raise NormalisationError(
+            f"{path}: top-level keys must be 'suites' and/or 'tasks' "
+            f"(got {sorted(data) if isinstance(data, dict) else type(data).__name__})"
+        )
     for suite, values in (data.get("suites") or {}).items():
         if suite not in SUITES:
             raise NormalisationError(f"{path}: unknown suite {suite!r}; suites are {', '.join(SUITES)}")

@@ -1,4 +1,5 @@
 """Matplotlib setup shared by every figure: headless backend, style, step formatting, saving."""
+
 from __future__ import annotations
 
 import functools
@@ -12,18 +13,30 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 DPI = 150
 STYLE = {
-    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9, "xtick.labelsize": 8,
-    "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-    "grid.alpha": 0.3, "figure.dpi": DPI, "savefig.dpi": DPI, "pdf.fonttype": 42,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "pdf.fonttype": 42,
 }
 
 
 def styled(func):
     """Run a figure function under STYLE without changing the caller's matplotlib settings."""
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         with plt.rc_context(STYLE):
             return func(*args, **kwargs)
+
     return wrapper
 
 

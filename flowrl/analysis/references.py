@@ -22,6 +22,7 @@ repeat 2 (each decision applied for two simulator steps), and both publish their
 `STEP_UNITS` records this per format and `to_env_steps` converts a file's steps to environment steps at action
 repeat 1 (for both formats the factor is 1); figures label their axis with that unit (`STEP_AXIS`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,18 +50,25 @@ class StepUnit:
 
 
 STEP_UNITS = {
-    "tdmpc2": StepUnit("simulator steps (agent decisions x action repeat 2, multiplied before publishing)", 1.0,
-                       "nicklashansen/tdmpc2: tdmpc2/envs/dmcontrol.py, tdmpc2/trainer/online_trainer.py, issue #45"),
-    "simba": StepUnit("simulator steps (env_step = interaction steps x action repeat 2 x training envs)", 1.0,
-                      "SonyResearch/simba: run.py, configs/env/*.yaml (action_repeat)"),
+    "tdmpc2": StepUnit(
+        "simulator steps (agent decisions x action repeat 2, multiplied before publishing)",
+        1.0,
+        "nicklashansen/tdmpc2: tdmpc2/envs/dmcontrol.py, tdmpc2/trainer/online_trainer.py, issue #45",
+    ),
+    "simba": StepUnit(
+        "simulator steps (env_step = interaction steps x action repeat 2 x training envs)",
+        1.0,
+        "SonyResearch/simba: run.py, configs/env/*.yaml (action_repeat)",
+    ),
 }
 
 
 def to_env_steps(steps, fmt: str) -> np.ndarray:
     """A reference file's step column (format `fmt`) in environment steps at action repeat 1, as integers."""
     unit = STEP_UNITS[fmt]
-    return np.round(pd.to_numeric(pd.Series(steps), errors="raise").to_numpy(np.float64)
-                    * unit.env_steps_per_unit).astype(np.int64)
+    return np.round(
+        pd.to_numeric(pd.Series(steps), errors="raise").to_numpy(np.float64) * unit.env_steps_per_unit
+    ).astype(np.int64)
 
 
 def detect_format(columns) -> str | None:
@@ -73,13 +81,16 @@ def detect_format(columns) -> str | None:
 
 
 def _read_tdmpc2(path: Path, df: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({
-        "external_task": path.stem, "algo": path.parent.name,
-        "seed": pd.to_numeric(df["seed"], errors="raise").astype(np.int64),
-        "step": to_env_steps(df["step"], "tdmpc2"),
-        "return": pd.to_numeric(df["reward"], errors="coerce") if "reward" in df else np.nan,
-        "success": pd.to_numeric(df["success"], errors="coerce") if "success" in df else np.nan,
-    })
+    out = pd.DataFrame(
+        {
+            "external_task": path.stem,
+            "algo": path.parent.name,
+            "seed": pd.to_numeric(df["seed"], errors="raise").astype(np.int64),
+            "step": to_env_steps(df["step"], "tdmpc2"),
+            "return": pd.to_numeric(df["reward"], errors="coerce") if "reward" in df else np.nan,
+            "success": pd.to_numeric(df["success"], errors="coerce") if "success" in df else np.nan,
+        }
+    )
     return out
 
 
@@ -89,13 +100,16 @@ def _read_simba(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["exp_name", "env_name", "seed", "env_step"]
     wide = df.pivot_table(index=keys, columns="metric", values="value", aggfunc="last").reset_index()
-    return pd.DataFrame({
-        "external_task": wide["env_name"].astype(str), "algo": wide["exp_name"].astype(str),
-        "seed": pd.to_numeric(wide["seed"]).astype(np.int64),
-        "step": to_env_steps(wide["env_step"], "simba"),
-        "return": wide["avg_return"] if "avg_return" in wide else np.nan,
-        "success": wide["avg_success"] if "avg_success" in wide else np.nan,
-    })
+    return pd.DataFrame(
+        {
+            "external_task": wide["env_name"].astype(str),
+            "algo": wide["exp_name"].astype(str),
+            "seed": pd.to_numeric(wide["seed"]).astype(np.int64),
+            "step": to_env_steps(wide["env_step"], "simba"),
+            "return": wide["avg_return"] if "avg_return" in wide else np.nan,
+            "success": wide["avg_success"] if "avg_success" in wide else np.nan,
+        }
+    )
 
 
 def read_reference_file(path: Path) -> tuple[pd.DataFrame, str]:
@@ -103,10 +117,16 @@ def read_reference_file(path: Path) -> tuple[pd.DataFrame, str]:
     df = df.loc[:, [c for c in df.columns if not str(c).startswith("Unnamed")]]
     fmt = detect_format(df.columns)
     if fmt is None:
-        hint = (" (a TD-MPC2 run's own eval.csv counts agent decisions, not simulator steps: use the published "
-                "results/ files)" if {"step", "episode_reward"} <= {str(c) for c in df.columns} else "")
-        raise AnalysisError(f"reference file {path}: unrecognised columns {list(df.columns)}; expected TD-MPC2 "
-                            f"(step,reward,seed) or SimBa (exp_name,env_name,seed,metric,env_step,value){hint}")
+        hint = (
+            " (a TD-MPC2 run's own eval.csv counts agent decisions, not simulator steps: use the published "
+            "results/ files)"
+            if {"step", "episode_reward"} <= {str(c) for c in df.columns}
+            else ""
+        )
+        raise AnalysisError(
+            f"reference file {path}: unrecognised columns {list(df.columns)}; expected TD-MPC2 "
+            f"(step,reward,seed) or SimBa (exp_name,env_name,seed,metric,env_step,value){hint}"
+        )
     rows = _read_tdmpc2(path, df) if fmt == "tdmpc2" else _read_simba(df)
     if not rows.empty:
         rows["source"] = f"{fmt}:{path}"
@@ -146,8 +166,11 @@ def load_references(paths: list[Path], study_tasks: set[str] | None = None) -> t
         frames.append(rows.drop(columns="external_task"))
     if unmapped:
         listed = sorted(unmapped)
-        notes.append(f"{len(listed)} reference task(s) with no DMC/Gym/HumanoidBench equivalent skipped: "
-                     + ", ".join(listed[:12]) + (" ..." if len(listed) > 12 else ""))
+        notes.append(
+            f"{len(listed)} reference task(s) with no DMC/Gym/HumanoidBench equivalent skipped: "
+            + ", ".join(listed[:12])
+            + (" ..." if len(listed) > 12 else "")
+        )
     if off_study:
         notes.append(f"{off_study} reference rows for tasks outside this study were skipped")
     if not frames or all(f.empty for f in frames):
@@ -159,8 +182,14 @@ def load_references(paths: list[Path], study_tasks: set[str] | None = None) -> t
     ref["finished"] = True
     ref["reference"] = True
     summary = ref.groupby("algo").agg(tasks=("task", "nunique"), seeds=("seed", "nunique")).reset_index()
-    notes.insert(0, f"read {len(files)} reference file(s): " + "; ".join(
-        f"{r.algo} ({r.tasks} task(s), {r.seeds} seed(s))" for r in summary.itertuples()))
-    notes[1:1] = [f"{fmt} steps count {STEP_UNITS[fmt].counts}: x{STEP_UNITS[fmt].env_steps_per_unit:g} to environment "
-                  f"steps at action repeat 1 ({STEP_UNITS[fmt].defined_in})" for fmt in sorted(formats)]
+    notes.insert(
+        0,
+        f"read {len(files)} reference file(s): "
+        + "; ".join(f"{r.algo} ({r.tasks} task(s), {r.seeds} seed(s))" for r in summary.itertuples()),
+    )
+    notes[1:1] = [
+        f"{fmt} steps count {STEP_UNITS[fmt].counts}: x{STEP_UNITS[fmt].env_steps_per_unit:g} to environment "
+        f"steps at action repeat 1 ({STEP_UNITS[fmt].defined_in})"
+        for fmt in sorted(formats)
+    ]
     return ref, notes

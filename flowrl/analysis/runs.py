@@ -1,4 +1,5 @@
 """Find and read training run directories (docs/run-format.md) anywhere under one or more roots."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,10 @@ def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
     """Run directories (those holding config.yaml) under root, and --force backups that were skipped."""
     root = Path(root)
     if not root.is_dir():
-        raise AnalysisError(f"runs directory {root} does not exist or is not a directory; pass --runs DIR "
-                            "with the study's run directories under it")
+        raise AnalysisError(
+            f"runs directory {root} does not exist or is not a directory; pass --runs DIR "
+            "with the study's run directories under it"
+        )
     runs, backups = [], []
     for cfg in sorted(root.rglob("config.yaml")):
         run_dir = cfg.parent
@@ -63,14 +66,16 @@ def _read_evals(path: Path) -> pd.DataFrame:
     missing = [c for c in ("step", "return_mean") if c not in df.columns]
     if missing:
         raise ValueError(f"eval.csv lacks column(s) {missing} (has {list(df.columns)})")
-    out = pd.DataFrame({
-        "step": pd.to_numeric(df["step"], errors="raise").astype(np.int64),
-        "return": pd.to_numeric(df["return_mean"], errors="coerce"),
-        "return_std": pd.to_numeric(df.get("return_std", np.nan), errors="coerce"),
-        "success": pd.to_numeric(df.get("success_mean", np.nan), errors="coerce"),
-        "episodes": pd.to_numeric(df.get("episodes", np.nan), errors="coerce"),
-        "wall_time": pd.to_numeric(df.get("wall_time", np.nan), errors="coerce"),
-    })
+    out = pd.DataFrame(
+        {
+            "step": pd.to_numeric(df["step"], errors="raise").astype(np.int64),
+            "return": pd.to_numeric(df["return_mean"], errors="coerce"),
+            "return_std": pd.to_numeric(df.get("return_std", np.nan), errors="coerce"),
+            "success": pd.to_numeric(df.get("success_mean", np.nan), errors="coerce"),
+            "episodes": pd.to_numeric(df.get("episodes", np.nan), errors="coerce"),
+            "wall_time": pd.to_numeric(df.get("wall_time", np.nan), errors="coerce"),
+        }
+    )
     # A resumed run may have re-evaluated a step; keep the last row written for each step.
     out = out.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
     return out
@@ -125,13 +130,21 @@ def hardware_of(manifest: dict) -> str | None:
     if device == "cuda" and manifest.get("gpu"):
         what = f"cuda: {manifest['gpu']}"
     else:
-        parts = [f"{manifest['cpu_count']} CPUs" if manifest.get("cpu_count") else None,
-                 (f"{manifest['torch_threads']} torch thread{'s' if manifest['torch_threads'] != 1 else ''}"
-                  if manifest.get("torch_threads") else None)]
+        parts = [
+            f"{manifest['cpu_count']} CPUs" if manifest.get("cpu_count") else None,
+            (
+                f"{manifest['torch_threads']} torch thread{'s' if manifest['torch_threads'] != 1 else ''}"
+                if manifest.get("torch_threads")
+                else None
+            ),
+        ]
         what = f"{device}: " + ", ".join(p for p in parts if p) if any(parts) else device
     sessions = manifest.get("sessions") if isinstance(manifest.get("sessions"), list) else []
-    hosts = list(dict.fromkeys([h for h in [manifest.get("host")] + [s.get("host") for s in sessions
-                                                                     if isinstance(s, dict)] if h]))
+    hosts = list(
+        dict.fromkeys(
+            [h for h in [manifest.get("host")] + [s.get("host") for s in sessions if isinstance(s, dict)] if h]
+        )
+    )
     return what + (f" (host{'s' if len(hosts) > 1 else ''} {', '.join(map(str, hosts))})" if hosts else "")
 
 
@@ -160,7 +173,10 @@ def load_runs(roots: list[Path]) -> tuple[list[RunRecord], list[Path]]:
             clashes.append(f"  algo={rec.algo} task={rec.task} seed={rec.seed}: {seen[rec.key]} and {rec.path}")
         seen[rec.key] = rec.path
     if clashes:
-        raise AnalysisError("more than one run directory for the same algorithm/task/seed:\n" + "\n".join(clashes)
-                            + "\nMove the copies you do not want out of the --runs directory (or point --runs "
-                              "at a narrower directory).")
+        raise AnalysisError(
+            "more than one run directory for the same algorithm/task/seed:\n"
+            + "\n".join(clashes)
+            + "\nMove the copies you do not want out of the --runs directory (or point --runs "
+            "at a narrower directory)."
+        )
     return records, backups

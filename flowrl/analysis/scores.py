@@ -11,6 +11,7 @@ Rectangular matrices (rliable needs the same number of runs on every task of one
      runs with the lowest seed ids are used, the others are reported as not used.
 Different algorithms may have different k (rliable's bootstraps handle that).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,15 +29,22 @@ def final_scores(tidy: pd.DataFrame, targets: dict[str, int]) -> pd.DataFrame:
         upto = df[df["step"] <= target]
         last = df.iloc[-1]
         pick = upto.iloc[-1] if not upto.empty else None
-        rows.append({
-            "algo": algo, "task": task, "group": last["group"], "seed": int(seed), "target_step": int(target),
-            "final_step": int(pick["step"]) if pick is not None else None,
-            "return": float(pick["return"]) if pick is not None else np.nan,
-            "score": float(pick["score"]) if pick is not None else np.nan,
-            "counted": bool(int(last["step"]) >= target),
-        })
-    return pd.DataFrame(rows, columns=["algo", "task", "group", "seed", "target_step", "final_step", "return",
-                                       "score", "counted"])
+        rows.append(
+            {
+                "algo": algo,
+                "task": task,
+                "group": last["group"],
+                "seed": int(seed),
+                "target_step": int(target),
+                "final_step": int(pick["step"]) if pick is not None else None,
+                "return": float(pick["return"]) if pick is not None else np.nan,
+                "score": float(pick["score"]) if pick is not None else np.nan,
+                "counted": bool(int(last["step"]) >= target),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["algo", "task", "group", "seed", "target_step", "final_step", "return", "score", "counted"]
+    )
 
 
 @dataclasses.dataclass
@@ -55,12 +63,14 @@ class ScoreSet:
         return int(self.matrices[algo].shape[0] * self.matrices[algo].shape[1])
 
 
-def build_score_set(final: pd.DataFrame, algos: list[str], tasks: list[str], name: str,
-                    value: str = "score") -> ScoreSet | None:
+def build_score_set(
+    final: pd.DataFrame, algos: list[str], tasks: list[str], name: str, value: str = "score"
+) -> ScoreSet | None:
     """Rectangular score matrices for `algos` over (a subset of) `tasks`; None when nothing is left."""
     notes: list[str] = []
-    counted = final[final["counted"] & final["algo"].isin(algos) & final["task"].isin(tasks)
-                    & np.isfinite(final[value])]
+    counted = final[
+        final["counted"] & final["algo"].isin(algos) & final["task"].isin(tasks) & np.isfinite(final[value])
+    ]
     coverage = {a: set(counted.loc[counted["algo"] == a, "task"]) for a in algos}
     best = max((len(c) for c in coverage.values()), default=0)
     if best == 0:
@@ -76,19 +86,21 @@ def build_score_set(final: pd.DataFrame, algos: list[str], tasks: list[str], nam
     common = sorted(set.intersection(*(coverage[a] for a in included)))
     dropped_tasks = sorted(set.union(*(coverage[a] for a in included)) - set(common))
     if dropped_tasks:
-        notes.append(f"tasks left out because not every included algorithm finished a run on them: "
-                     f"{', '.join(dropped_tasks)}")
+        notes.append(
+            f"tasks left out because not every included algorithm finished a run on them: {', '.join(dropped_tasks)}"
+        )
     if not common:
         return None
     matrices, seeds = {}, {}
     for algo in included:
-        per_task = {t: counted[(counted["algo"] == algo) & (counted["task"] == t)].sort_values("seed")
-                    for t in common}
+        per_task = {t: counted[(counted["algo"] == algo) & (counted["task"] == t)].sort_values("seed") for t in common}
         k = min(len(df) for df in per_task.values())
         unused = {t: df["seed"].tolist()[k:] for t, df in per_task.items() if len(df) > k}
         if unused:
-            notes.append(f"{algo}: {k} run(s) per task used (rliable needs equal counts); not used: "
-                         + "; ".join(f"{t} seeds {s}" for t, s in unused.items()))
+            notes.append(
+                f"{algo}: {k} run(s) per task used (rliable needs equal counts); not used: "
+                + "; ".join(f"{t} seeds {s}" for t, s in unused.items())
+            )
         matrices[algo] = np.stack([per_task[t][value].to_numpy()[:k] for t in common], axis=1)
         seeds[algo] = {t: per_task[t]["seed"].tolist()[:k] for t in common}
     return ScoreSet(name, common, matrices, seeds, notes)

@@ -25,10 +25,11 @@ Percentile intervals of a mean over few runs are too narrow: for n <= 3 the 95% 
 range [min, max] of the n values (the bootstrap mean equals the minimum with probability n^-n >= 2.5%), whatever
 their spread. `t_interval` is the interval reported for per-task means next to it.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ import scipy.stats
 DEFAULT_REPS = 2000  # bootstrap replications wherever none are given (CLI, AnalysisConfig, workflow studies)
 METRICS = ("median", "iqm", "mean", "optimality_gap")
 METRIC_LABELS = {"median": "Median", "iqm": "IQM", "mean": "Mean", "optimality_gap": "Optimality gap"}
-CHUNK_ELEMENTS = 2 ** 22  # resampled values held at once (memory bound of a bootstrap; results do not depend on it)
+CHUNK_ELEMENTS = 2**22  # resampled values held at once (memory bound of a bootstrap; results do not depend on it)
 
 
 # ----------------------------------------------------------------------------------- metrics
@@ -61,8 +62,15 @@ def _aggregates_batched(x: np.ndarray) -> np.ndarray:
     """(B, n, T) -> (B, 4): median, IQM, mean, optimality gap of each of B score matrices."""
     task_means = np.mean(x, axis=1)
     flat = x.reshape(x.shape[0], -1)
-    return np.stack([np.median(task_means, axis=1), scipy.stats.trim_mean(flat, proportiontocut=0.25, axis=1),
-                     np.mean(task_means, axis=1), 1.0 - np.mean(np.minimum(flat, 1.0), axis=1)], axis=1)
+    return np.stack(
+        [
+            np.median(task_means, axis=1),
+            scipy.stats.trim_mean(flat, proportiontocut=0.25, axis=1),
+            np.mean(task_means, axis=1),
+            1.0 - np.mean(np.minimum(flat, 1.0), axis=1),
+        ],
+        axis=1,
+    )
 
 
 def aggregate_func(scores: np.ndarray) -> np.ndarray:
@@ -111,8 +119,10 @@ def _profile_batched(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
 def _check(scores: np.ndarray, what: str) -> np.ndarray:
     scores = np.asarray(scores, dtype=float)
     if scores.ndim < 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
-        raise ValueError(f"{what}: expected a runs x tasks (x ...) array with at least one run and one task, "
-                         f"got shape {scores.shape}")
+        raise ValueError(
+            f"{what}: expected a runs x tasks (x ...) array with at least one run and one task, "
+            f"got shape {scores.shape}"
+        )
     return scores
 
 
@@ -130,12 +140,19 @@ def _percentile_interval(values: np.ndarray, confidence: float) -> np.ndarray:
 
 
 def _resample(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """scores (n, T, ...), idx (B, n, T, ...) of run indices -> (B, n, T, ...) with [b, i, t] = scores[idx[b, i, t], t]."""
+    """scores (n, T, ...), idx (B, n, T, ...) of run indices -> (B, n, T, ...) with
+    [b, i, t] = scores[idx[b, i, t], t]."""
     return np.take_along_axis(np.broadcast_to(scores, (idx.shape[0],) + scores.shape), idx, axis=1)
 
 
-def stratified_bootstrap(scores: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], reps: int, seed: int,
-                         confidence: float = 0.95, expansion: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def stratified_bootstrap(
+    scores: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    reps: int,
+    seed: int,
+    confidence: float = 0.95,
+    expansion: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Point estimate and (2, k) percentile interval of `statistic` under the stratified bootstrap.
 
     statistic: (B, n, T, ...) -> (B, k), B score arrays at once. `expansion`: how many values the statistic
@@ -154,9 +171,14 @@ def stratified_bootstrap(scores: np.ndarray, statistic: Callable[[np.ndarray], n
     return point, _percentile_interval(np.concatenate(values), confidence)
 
 
-def independent_bootstrap(scores_x: np.ndarray, scores_y: np.ndarray,
-                          statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], reps: int, seed: int,
-                          confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def independent_bootstrap(
+    scores_x: np.ndarray,
+    scores_y: np.ndarray,
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    reps: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
     """rliable's StratifiedIndependentBootstrap: X and Y resampled independently (each within tasks), X's
     indices drawn before Y's in every replication. statistic: (B, n_x, T), (B, n_y, T) -> (B, k)."""
     x, y = _check(scores_x, "independent bootstrap (X)"), _check(scores_y, "independent bootstrap (Y)")
@@ -177,8 +199,7 @@ def independent_bootstrap(scores_x: np.ndarray, scores_y: np.ndarray,
     return point, _percentile_interval(np.concatenate(values), confidence)
 
 
-def interval_estimates(score_dict: dict, statistic, reps: int, seed: int, confidence: float = 0.95,
-                       expansion: int = 1):
+def interval_estimates(score_dict: dict, statistic, reps: int, seed: int, confidence: float = 0.95, expansion: int = 1):
     """{key: point}, {key: (2, k) interval} for each key's array (or (X, Y) pair), each bootstrapped from `seed`."""
     points, intervals = {}, {}
     for key, scores in score_dict.items():
@@ -195,32 +216,53 @@ def aggregate_metrics(matrices: dict[str, np.ndarray], reps: int, seed: int, con
     rows = []
     for algo, m in matrices.items():
         for j, metric in enumerate(METRICS):
-            rows.append({"algo": algo, "metric": metric, "value": float(points[algo][j]),
-                         "ci_low": float(intervals[algo][0, j]), "ci_high": float(intervals[algo][1, j]),
-                         "n_runs": int(m.size), "runs_per_task": int(m.shape[0]), "n_tasks": int(m.shape[1])})
+            rows.append(
+                {
+                    "algo": algo,
+                    "metric": metric,
+                    "value": float(points[algo][j]),
+                    "ci_low": float(intervals[algo][0, j]),
+                    "ci_high": float(intervals[algo][1, j]),
+                    "n_runs": int(m.size),
+                    "runs_per_task": int(m.shape[0]),
+                    "n_tasks": int(m.shape[1]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def probability_of_improvement(matrices: dict[str, np.ndarray], pairs: list[tuple[str, str]], reps: int,
-                               seed: int, confidence: float = 0.95) -> pd.DataFrame:
+def probability_of_improvement(
+    matrices: dict[str, np.ndarray], pairs: list[tuple[str, str]], reps: int, seed: int, confidence: float = 0.95
+) -> pd.DataFrame:
     """P(X > Y) averaged over tasks (Mann-Whitney U per task) with CIs, for each (X, Y) pair."""
     score_dict = {f"{x},{y}": (matrices[x], matrices[y]) for x, y in pairs}
     points, intervals = interval_estimates(score_dict, _poi_batched, reps, seed, confidence)
     rows = []
     for x, y in pairs:
         key = f"{x},{y}"
-        rows.append({"algo_x": x, "algo_y": y, "poi": float(points[key][0]), "ci_low": float(intervals[key][0, 0]),
-                     "ci_high": float(intervals[key][1, 0]), "runs_x": int(matrices[x].shape[0]),
-                     "runs_y": int(matrices[y].shape[0]), "n_tasks": int(matrices[x].shape[1])})
+        rows.append(
+            {
+                "algo_x": x,
+                "algo_y": y,
+                "poi": float(points[key][0]),
+                "ci_low": float(intervals[key][0, 0]),
+                "ci_high": float(intervals[key][1, 0]),
+                "runs_x": int(matrices[x].shape[0]),
+                "runs_y": int(matrices[y].shape[0]),
+                "n_tasks": int(matrices[x].shape[1]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def performance_profiles(matrices: dict[str, np.ndarray], taus: np.ndarray, reps: int, seed: int,
-                         confidence: float = 0.95):
+def performance_profiles(
+    matrices: dict[str, np.ndarray], taus: np.ndarray, reps: int, seed: int, confidence: float = 0.95
+):
     """Score-distribution performance profiles: fraction of runs with score > tau, with (2, len(taus)) CIs."""
     taus = np.asarray(taus, dtype=float)
-    return interval_estimates(matrices, lambda x: _profile_batched(x, taus), reps, seed, confidence,
-                              expansion=taus.size)
+    return interval_estimates(
+        matrices, lambda x: _profile_batched(x, taus), reps, seed, confidence, expansion=taus.size
+    )
 
 
 def sample_efficiency(curves: dict[str, np.ndarray], reps: int, seed: int, confidence: float = 0.95):

@@ -1,4 +1,5 @@
 """Result tables as CSV (numbers), Markdown and LaTeX (booktabs; formatted for reading)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,18 @@ import pandas as pd
 from flowrl.analysis.stats import METRIC_LABELS, METRICS
 from flowrl.analysis.tasks import GROUPS
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -40,17 +51,26 @@ def to_latex(display: pd.DataFrame, caption: str, label: str, tex_cells: pd.Data
     """booktabs table; `tex_cells` (same shape) holds ready-made LaTeX for cells, else text is escaped."""
     cells = tex_cells if tex_cells is not None else display.map(tex_escape)
     spec = "l" * len(display.columns)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(caption)}}}", rf"\label{{{label}}}",
-             r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in display.columns) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{tex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        r"\resizebox{\linewidth}{!}{%",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(tex_escape(c) for c in display.columns) + r" \\",
+        r"\midrule",
+    ]
     for row in cells.itertuples(index=False):
         lines.append(" & ".join(str(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_table(numbers: pd.DataFrame, display: pd.DataFrame, base: Path, caption: str,
-                tex_cells: pd.DataFrame | None = None) -> list[Path]:
+def write_table(
+    numbers: pd.DataFrame, display: pd.DataFrame, base: Path, caption: str, tex_cells: pd.DataFrame | None = None
+) -> list[Path]:
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [base.with_suffix(".csv"), base.with_suffix(".md"), base.with_suffix(".tex")]
     numbers.to_csv(paths[0], index=False)
@@ -79,13 +99,15 @@ def per_task_table(final_stats: pd.DataFrame, algos: list[str]) -> tuple[pd.Data
                 row[algo], tex[algo] = "–", "–"
                 continue
             bold = r.return_mean == best and len(by_algo) > 1
-            interval = (f"[{fmt(r.return_t_low)}, {fmt(r.return_t_high)}] " if math.isfinite(r.return_t_low)
-                        else "")
-            row[algo] = (f"{'**' if bold else ''}{fmt(r.return_mean)} ± {fmt(r.return_std)}{'**' if bold else ''}"
-                         f" {interval}(n={r.n_runs})")
+            interval = f"[{fmt(r.return_t_low)}, {fmt(r.return_t_high)}] " if math.isfinite(r.return_t_low) else ""
+            row[algo] = (
+                f"{'**' if bold else ''}{fmt(r.return_mean)} ± {fmt(r.return_std)}{'**' if bold else ''}"
+                f" {interval}(n={r.n_runs})"
+            )
             core = rf"{fmt(r.return_mean)} \pm {fmt(r.return_std)}"
-            tex[algo] = (rf"$\mathbf{{{core}}}$" if bold else rf"${core}$") + \
-                rf" {{\scriptsize {interval.strip()}{', ' if interval else ''}n={r.n_runs}}}"
+            tex[algo] = (
+                rf"$\mathbf{{{core}}}$" if bold else rf"${core}$"
+            ) + rf" {{\scriptsize {interval.strip()}{', ' if interval else ''}n={r.n_runs}}}"
         display_rows.append(row)
         tex_rows.append(tex)
     cols = ["Task"] + algos

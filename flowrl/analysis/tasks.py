@@ -4,6 +4,7 @@ grammar, the suites and suite_of live in flowrl.tasknames).
 Our task ids are `dmc:<domain>-<task>` (dm_control names, underscores kept: dmc:finger-turn_easy),
 `gym:<id>` and `hb:<robot>-<task>-v<N>`.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,11 +15,33 @@ from flowrl.tasknames import suite_of  # noqa: F401  (the analysis's modules imp
 SUITES = tuple(tasknames.SUITES)
 
 # dm_control suite domains, longest first so 'ball_in_cup' wins over a shorter prefix.
-DMC_DOMAINS = tuple(sorted((
-    "acrobot", "ball_in_cup", "cartpole", "cheetah", "dog", "finger", "fish", "hopper", "humanoid",
-    "humanoid_CMU", "lqr", "manipulator", "pendulum", "point_mass", "quadruped", "reacher", "stacker",
-    "swimmer", "walker",
-), key=len, reverse=True))
+DMC_DOMAINS = tuple(
+    sorted(
+        (
+            "acrobot",
+            "ball_in_cup",
+            "cartpole",
+            "cheetah",
+            "dog",
+            "finger",
+            "fish",
+            "hopper",
+            "humanoid",
+            "humanoid_CMU",
+            "lqr",
+            "manipulator",
+            "pendulum",
+            "point_mass",
+            "quadruped",
+            "reacher",
+            "stacker",
+            "swimmer",
+            "walker",
+        ),
+        key=len,
+        reverse=True,
+    )
+)
 DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup"}  # TD-MPC2 writes ball_in_cup as 'cup'
 DMC_HARD_DOMAINS = ("dog", "humanoid", "humanoid_CMU")  # the paper's "DMC hard" group
 HB_ROBOTS = ("h1hand", "h1strong", "h1simplehand", "h1touch", "h1", "g1")
@@ -77,6 +100,6 @@ def map_external_task(name: str) -> str | None:
     for alias, domain in list(DMC_DOMAIN_ALIASES.items()) + [(d, d) for d in DMC_DOMAINS]:
         for sep in ("-", "_"):
             if name.startswith(alias + sep) and len(name) > len(alias) + 1:
-                rest = name[len(alias) + 1:].replace("-", "_")
+                rest = name[len(alias) + 1 :].replace("-", "_")
                 return f"dmc:{domain}-{rest}"
     return None

@@ -1,4 +1,5 @@
 """The tidy table: one row per evaluation of one run (ours or a reference), written as CSV and Parquet."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,23 @@ from flowrl.analysis.normalise import Normalisation
 from flowrl.analysis.runs import RunRecord
 from flowrl.analysis.tasks import group_of, suite_of
 
-TIDY_COLUMNS = ["algo", "task", "suite", "group", "seed", "step", "return", "return_std", "success", "score",
-                "episodes", "wall_time", "finished", "reference", "source"]
+TIDY_COLUMNS = [
+    "algo",
+    "task",
+    "suite",
+    "group",
+    "seed",
+    "step",
+    "return",
+    "return_std",
+    "success",
+    "score",
+    "episodes",
+    "wall_time",
+    "finished",
+    "reference",
+    "source",
+]
 
 
 def runs_to_tidy(records: list[RunRecord]) -> pd.DataFrame:

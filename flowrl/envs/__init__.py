@@ -4,6 +4,7 @@ Every adapter returns flat float32 observations, clips actions to the box bounds
 terminal states (terminated) from time limits (truncated), and makes reset(seed) a pure function
 of the seed. See docs/environments.md. Simulators are imported only when an adapter is built.
 """
+
 from __future__ import annotations
 
 from flowrl.envs.base import Env, Step
@@ -11,8 +12,7 @@ from flowrl.envs.catalog import list_tasks, split_name, validate_task
 from flowrl.envs.common import SuiteNotInstalledError
 from flowrl.tasknames import SUITES, task_slug
 
-__all__ = ["Env", "Step", "SUITES", "SuiteNotInstalledError", "list_tasks", "make_env", "task_slug",
-           "validate_task"]
+__all__ = ["Env", "Step", "SUITES", "SuiteNotInstalledError", "list_tasks", "make_env", "task_slug", "validate_task"]
 
 
 def make_env(name: str) -> Env:

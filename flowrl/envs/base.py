@@ -1,4 +1,5 @@
 """The environment adapter interface shared by every suite (dmc:, gym:, hb:)."""
+
 from __future__ import annotations
 
 import abc
@@ -36,5 +37,5 @@ class Env(abc.ABC):
     @abc.abstractmethod
     def step(self, action: np.ndarray) -> Step: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: a no-op by default)
         pass

@@ -4,6 +4,7 @@ Names are `<suite>:<id>`: dmc:<domain>-<task>, gym:<gymnasium id>, hb:<HumanoidB
 Nothing here imports a simulator at module import; dm_control / gymnasium are imported when a
 suite's names are needed, HumanoidBench never (its ids are a static list, see hb_tasks.py).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,8 +16,10 @@ from flowrl.envs.common import SuiteNotInstalledError
 from flowrl.envs.hb_tasks import HB_BUILDABLE, HB_ROBOTS, HB_TASK_IDS, HB_TASK_NAMES
 from flowrl.tasknames import SUITES, suggest
 
-_MAIN_STACK_HINT = ("install the main stack: pip install -r requirements/lock-cpu.txt && pip install --no-deps -e . "
-                    "(or conda env create -f environment.yml)")
+_MAIN_STACK_HINT = (
+    "install the main stack: pip install -r requirements/lock-cpu.txt && pip install --no-deps -e . "
+    "(or conda env create -f environment.yml)"
+)
 
 
 def _import_suite_package(module: str, suite: str):
@@ -24,15 +27,20 @@ def _import_suite_package(module: str, suite: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         raise SuiteNotInstalledError(
-            f"{suite}: tasks need the '{exc.name}' package, which is not installed in this Python; "
-            f"{_MAIN_STACK_HINT}") from None
+            f"{suite}: tasks need the '{exc.name}' package, which is not installed in this Python; {_MAIN_STACK_HINT}"
+        ) from None
     except Exception as exc:  # e.g. MUJOCO_GL names a GL backend whose library this machine lacks
         gl = os.environ.get("MUJOCO_GL")
         raise SuiteNotInstalledError(
             f"{suite}: importing {module} failed ({type(exc).__name__}: {exc})"
-            + (f" with MUJOCO_GL={gl}. That backend's library may be missing here (osmesa: apt-get install "
-               "libosmesa6; egl: the GPU driver's libEGL); training renders nothing, so MUJOCO_GL=disable "
-               "also works." if gl else "")) from exc
+            + (
+                f" with MUJOCO_GL={gl}. That backend's library may be missing here (osmesa: apt-get install "
+                "libosmesa6; egl: the GPU driver's libEGL); training renders nothing, so MUJOCO_GL=disable "
+                "also works."
+                if gl
+                else ""
+            )
+        ) from exc
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -106,12 +114,16 @@ def validate_task(name: str) -> str:
         registry = _gym_registry()
         if task_id in registry:
             return name
-        raise ValueError(f"Unknown gymnasium task {name!r} (not registered in gymnasium here)."
-                         f"{suggest(name, [f'gym:{i}' for i in registry])} MuJoCo tasks: list_tasks('gym').")
+        raise ValueError(
+            f"Unknown gymnasium task {name!r} (not registered in gymnasium here)."
+            f"{suggest(name, [f'gym:{i}' for i in registry])} MuJoCo tasks: list_tasks('gym')."
+        )
     known = dmc_tasks()
     if name not in known:
-        raise ValueError(f"Unknown DeepMind Control task {name!r} (names are dmc:<domain>-<task>, e.g. "
-                         f"dmc:cheetah-run, dmc:ball_in_cup-catch).{suggest(name, known)}")
+        raise ValueError(
+            f"Unknown DeepMind Control task {name!r} (names are dmc:<domain>-<task>, e.g. "
+            f"dmc:cheetah-run, dmc:ball_in_cup-catch).{suggest(name, known)}"
+        )
     return name
 
 
@@ -120,7 +132,11 @@ def _unknown_hb_message(name: str, task_id: str) -> str:
     task = rest[: -len("-v0")] if rest.endswith("-v0") else rest
     if robot in HB_ROBOTS and task in HB_TASK_NAMES:
         robots = [r for r in HB_ROBOTS if task in HB_BUILDABLE[r]]
-        return (f"{name!r} is registered by HumanoidBench but cannot be built: it has no model of robot '{robot}' "
-                f"for '{task}'. '{task}' exists for: {', '.join(f'hb:{r}-{task}-v0' for r in robots)}")
-    return (f"Unknown HumanoidBench task {name!r} (names are hb:<robot>-<task>-v0, e.g. hb:h1hand-walk-v0)."
-            f"{suggest(name, hb_tasks())}")
+        return (
+            f"{name!r} is registered by HumanoidBench but cannot be built: it has no model of robot '{robot}' "
+            f"for '{task}'. '{task}' exists for: {', '.join(f'hb:{r}-{task}-v0' for r in robots)}"
+        )
+    return (
+        f"Unknown HumanoidBench task {name!r} (names are hb:<robot>-<task>-v0, e.g. hb:h1hand-walk-v0)."
+        f"{suggest(name, hb_tasks())}"
+    )

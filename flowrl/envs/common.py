@@ -1,4 +1,5 @@
 """Pieces every adapter shares: box action specs, action checking/clipping, seeds, success flags."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,8 +33,10 @@ class BoxEnv(Env):
         low = np.asarray(act_low, dtype=np.float64).reshape(-1)
         high = np.asarray(act_high, dtype=np.float64).reshape(-1)
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-            raise ValueError(f"{self.name}: the action space has infinite bounds ({low} .. {high}); "
-                             "flowrl agents need a bounded box action space")
+            raise ValueError(
+                f"{self.name}: the action space has infinite bounds ({low} .. {high}); "
+                "flowrl agents need a bounded box action space"
+            )
         self.spec = EnvSpec(obs_dim=int(obs_dim), act_dim=low.size, act_low=low, act_high=high)
         self._act_low, self._act_high = low, high
         self._episode_over = True  # until the first reset
@@ -50,8 +53,9 @@ class BoxEnv(Env):
 
     def _start_step(self) -> None:
         if self._episode_over:
-            raise RuntimeError(f"{self.name}: step() called before reset(seed) or after the episode ended; "
-                               "call reset(seed) first")
+            raise RuntimeError(
+                f"{self.name}: step() called before reset(seed) or after the episode ended; call reset(seed) first"
+            )
 
     def _end_step(self, terminated: bool, truncated: bool) -> None:
         self._episode_over = terminated or truncated

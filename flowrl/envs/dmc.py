@@ -6,6 +6,7 @@
   lqr has one); the time limit (1000 steps for every suite task but lqr) gives truncated=True.
 - reset(seed) re-seeds the task's RandomState in place, so the initial state depends on the seed only.
 """
+
 from __future__ import annotations
 
 import math

@@ -11,6 +11,7 @@
   numpy's *global* RNG (HumanoidBench does), isolate_global_rng=True gives each episode its own global-RNG
   state, derived from the seed and swapped in only while the env runs; the caller's global RNG is untouched.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,6 +13,7 @@ package, push, truck), or info['solved'] for a task that reports that (the offic
 'solved' first; see flowrl.envs.common.success_value); the other tasks define success as an episode return
 above the task's `success_bar`, exposed as the `success_bar` attribute.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -52,7 +53,9 @@ def import_humanoid_bench():
     if gym_v and int(gym_v.split(".")[0]) >= 1:
         wrong.append(f"gymnasium {gym_v} (needs 0.29)")
     if wrong:
-        raise SuiteNotInstalledError(f"HumanoidBench does not work with {', '.join(wrong)} in this Python.\n{INSTALL_HINT}")
+        raise SuiteNotInstalledError(
+            f"HumanoidBench does not work with {', '.join(wrong)} in this Python.\n{INSTALL_HINT}"
+        )
     try:
         import humanoid_bench
     except ImportError as exc:

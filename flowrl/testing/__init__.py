@@ -1,4 +1,5 @@
 """Testing tools for agent authors: the conformance suite (see `flowrl.testing.conformance`)."""
+
 from flowrl.testing.conformance import (
     CHECK_NAMES,
     Budget,

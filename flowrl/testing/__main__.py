@@ -1,4 +1,5 @@
 """`python -m flowrl.testing AGENT [...]`: run the conformance suite on agents from the shell."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("agents", nargs="+", help="registered names (sac, myagent) or module:Class paths")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--check", action="append", choices=CHECK_NAMES, help="run only these checks (repeatable)")
-    p.add_argument("--config", default=None, help='agent config overrides as JSON, e.g. \'{"hidden_dim": 32}\'')
+    p.add_argument("--config", default=None, help="agent config overrides as JSON, e.g. '{\"hidden_dim\": 32}'")
     args = p.parse_args(argv)
     config = json.loads(args.config) if args.config else None
     failed = 0

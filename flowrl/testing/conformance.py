@@ -34,6 +34,7 @@ Network sizes: `config=` overrides the agent's Config for every check. Without i
 `conformance_config` (a dict) is used if the agent defines one, else {"hidden_dim": 32} when Config has
 a `hidden_dim` field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,9 @@ import importlib
 import io
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,8 +131,14 @@ class _Factory:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def random_batch(spec: EnvSpec, n: int, generator: torch.Generator, device: torch.device,
-                 reward_scale: float = 1.0, terminal_prob: float = 0.0) -> Batch:
+def random_batch(
+    spec: EnvSpec,
+    n: int,
+    generator: torch.Generator,
+    device: torch.device,
+    reward_scale: float = 1.0,
+    terminal_prob: float = 0.0,
+) -> Batch:
     """Transitions with random observations, in-bounds actions, random rewards and terminals."""
     low, high = torch.as_tensor(spec.act_low), torch.as_tensor(spec.act_high)
     obs = torch.randn(n, spec.obs_dim, generator=generator)
@@ -207,11 +215,35 @@ def check_config(make: _Factory, budget: Budget) -> str:
         try:
             text = yaml.safe_dump(as_dict)
         except yaml.YAMLError as exc:
-            raise ConformanceError(f"config values must be plain YAML types (numbers, strings, bools, lists): {exc}") from exc
+            raise ConformanceError(
+                f"config values must be plain YAML types (numbers, strings, bools, lists): {exc}"
+            ) from exc
         rebuilt = build_dataclass(config_cls, yaml.safe_load(text), "agent")
         if rebuilt != cfg:
             raise ConformanceError(f"config does not survive the YAML round trip: {cfg} -> {rebuilt}")
     return f"{len(dataclasses.fields(config_cls))} fields"
+
+
+def _check_action(a, spec: EnvSpec, low: torch.Tensor, high: torch.Tensor, n: int, device: torch.device, where: str):
+    """One act() result: a float32 tensor of shape (n, act_dim) on `device`, without autograd, finite, in bounds."""
+    where = f"{where}, act_dim={spec.act_dim}"
+    if not isinstance(a, torch.Tensor):
+        raise ConformanceError(f"act() must return a torch.Tensor, got {type(a).__name__}")
+    if a.shape != (n, spec.act_dim):
+        raise ConformanceError(f"act() returned shape {tuple(a.shape)}, expected {(n, spec.act_dim)} ({where})")
+    if a.dtype != torch.float32:
+        raise ConformanceError(f"act() returned {a.dtype}, expected torch.float32 ({where})")
+    if a.device.type != device.type:
+        raise ConformanceError(f"act() returned a tensor on {a.device}, expected {device}")
+    if a.requires_grad:
+        raise ConformanceError("act() must run without autograd (decorate it with @torch.no_grad())")
+    if not torch.isfinite(a).all():
+        raise ConformanceError(f"act() returned non-finite actions ({where})")
+    if (a < low).any() or (a > high).any():
+        raise ConformanceError(
+            f"act() left the bounds [{spec.act_low}, {spec.act_high}]: min {a.min(0).values.tolist()}, "
+            f"max {a.max(0).values.tolist()} ({where})"
+        )
 
 
 def check_act(make: _Factory, budget: Budget) -> str:
@@ -230,23 +262,8 @@ def check_act(make: _Factory, budget: Budget) -> str:
                     obs = (torch.randn(n, spec.obs_dim, generator=g) * scale).to(make.device)
                     for deterministic in (False, True):
                         a = agent.act(obs, deterministic=deterministic)
-                        where = f"{phase} agent, act_dim={spec.act_dim}, batch {n}, obs scale {scale}, deterministic={deterministic}"
-                        if not isinstance(a, torch.Tensor):
-                            raise ConformanceError(f"act() must return a torch.Tensor, got {type(a).__name__}")
-                        if a.shape != (n, spec.act_dim):
-                            raise ConformanceError(f"act() returned shape {tuple(a.shape)}, expected {(n, spec.act_dim)} ({where})")
-                        if a.dtype != torch.float32:
-                            raise ConformanceError(f"act() returned {a.dtype}, expected torch.float32 ({where})")
-                        if a.device.type != make.device.type:
-                            raise ConformanceError(f"act() returned a tensor on {a.device}, expected {make.device}")
-                        if a.requires_grad:
-                            raise ConformanceError("act() must run without autograd (decorate it with @torch.no_grad())")
-                        if not torch.isfinite(a).all():
-                            raise ConformanceError(f"act() returned non-finite actions ({where})")
-                        if (a < low).any() or (a > high).any():
-                            raise ConformanceError(
-                                f"act() left the bounds [{spec.act_low}, {spec.act_high}]: min {a.min(0).values.tolist()}, "
-                                f"max {a.max(0).values.tolist()} ({where})")
+                        where = f"{phase} agent, batch {n}, obs scale {scale}, deterministic={deterministic}"
+                        _check_action(a, spec, low, high, n, make.device, where)
             if phase == "untrained":  # acting may advance generators and counters, never weights or optimisers
                 floats = lambda d: {k: v for k, v in d.items() if v.is_floating_point()}  # noqa: E731
                 changed = _first_difference(floats(before), floats(_tensors(agent)))
@@ -268,7 +285,9 @@ def check_update(make: _Factory, budget: Budget) -> str:
             raise ConformanceError(f"update {i} returned non-finite metrics: {bad}")
         names |= set(values)
     after = _tensors(agent)
-    changed = [k for k in before if k in after and before[k].shape == after[k].shape and not torch.equal(before[k], after[k])]
+    changed = [
+        k for k in before if k in after and before[k].shape == after[k].shape and not torch.equal(before[k], after[k])
+    ]
     if not changed:
         raise ConformanceError("4 updates changed nothing in state_dict(); does update() step its optimisers?")
     if not names:
@@ -276,14 +295,18 @@ def check_update(make: _Factory, budget: Budget) -> str:
     return f"metrics: {', '.join(sorted(names))}"
 
 
-def _train_and_act(agent: Agent, spec: EnvSpec, updates: int, batch_seed: int, rng_seed: int, device, budget, first_step=0):
+def _train_and_act(
+    agent: Agent, spec: EnvSpec, updates: int, batch_seed: int, rng_seed: int, device, budget, first_step=0
+):
     """Updates on a fixed batch stream with torch's global RNG seeded, then a stochastic action and an
     evaluation action (seeded as the runner seeds evaluations). Returns (metrics, actions, eval actions)."""
     g = torch.Generator().manual_seed(batch_seed)
     obs = torch.randn(9, spec.obs_dim, generator=torch.Generator().manual_seed(batch_seed + 1)).to(device)
     torch.manual_seed(rng_seed)
     metrics = [
-        _metric_values(agent.update(random_batch(spec, budget.batch_size, g, device, terminal_prob=0.1), first_step + i))
+        _metric_values(
+            agent.update(random_batch(spec, budget.batch_size, g, device, terminal_prob=0.1), first_step + i)
+        )
         for i in range(updates)
     ]
     actions = _actions(agent, obs, False)
@@ -297,12 +320,19 @@ def check_determinism(make: _Factory, budget: Budget) -> str:
     runs = []
     for _ in range(2):
         agent = make(spec, seed=123)
-        runs.append((_train_and_act(agent, spec, 6, batch_seed=5, rng_seed=7, device=make.device, budget=budget), _tensors(agent)))
+        runs.append(
+            (
+                _train_and_act(agent, spec, 6, batch_seed=5, rng_seed=7, device=make.device, budget=budget),
+                _tensors(agent),
+            )
+        )
     (m1, s1, d1), t1 = runs[0]
     (m2, s2, d2), t2 = runs[1]
     if m1 != m2:
-        raise ConformanceError("the same seed gave different metrics; draw all randomness from torch's global RNG "
-                               "or from generators seeded from it at construction")
+        raise ConformanceError(
+            "the same seed gave different metrics; draw all randomness from torch's global RNG "
+            "or from generators seeded from it at construction"
+        )
     if not torch.equal(s1, s2) or not torch.equal(d1, d2):
         raise ConformanceError("the same seed gave different actions after the same updates")
     diff = _first_difference(t1, t2)
@@ -335,14 +365,20 @@ def check_checkpoint(make: _Factory, budget: Budget) -> str:
     if a[0] != b[0]:
         first = next(i for i, (x, y) in enumerate(zip(a[0], b[0])) if x != y)
         raise ConformanceError(
-            f"a restored agent's update {first + 1} after loading differs from the original's ({a[0][first]} vs {b[0][first]}); "
+            f"a restored agent's update {first + 1} after loading differs from the original's "
+            f"({a[0][first]} vs {b[0][first]}); "
             "state_dict must hold everything that affects training (optimisers, target nets, temperatures, "
-            "counters, the agent's own generators)")
+            "counters, the agent's own generators)"
+        )
     if not torch.equal(a[1], b[1]):
-        raise ConformanceError("a restored agent's exploration actions differ from the original's after the same updates")
+        raise ConformanceError(
+            "a restored agent's exploration actions differ from the original's after the same updates"
+        )
     if not torch.equal(a[2], b[2]):
-        raise ConformanceError("a restored agent's evaluation actions differ from the original's after the same updates "
-                               "(with torch's global RNG and seed_evaluation seeded alike)")
+        raise ConformanceError(
+            "a restored agent's evaluation actions differ from the original's after the same updates "
+            "(with torch's global RNG and seed_evaluation seeded alike)"
+        )
     diff = _first_difference(_tensors(original), _tensors(restored))
     if diff:
         raise ConformanceError(f"a restored agent's state drifted from the original's: {diff}")
@@ -354,7 +390,9 @@ def check_nan_free(make: _Factory, budget: Budget) -> str:
     agent = make(spec, seed=3)
     g = torch.Generator().manual_seed(4)
     probe = torch.randn(16, spec.obs_dim, generator=g).to(make.device)
-    pool = [random_batch(spec, budget.batch_size, g, make.device, reward_scale=10.0, terminal_prob=0.3) for _ in range(16)]
+    pool = [
+        random_batch(spec, budget.batch_size, g, make.device, reward_scale=10.0, terminal_prob=0.3) for _ in range(16)
+    ]
     running: dict[str, torch.Tensor] = {}
     for i in range(budget.nan_updates):
         for k, v in agent.update(pool[i % len(pool)], i).items():  # summed on the device: no sync per update
@@ -411,8 +449,8 @@ def solve_bandit(make: _Factory, budget: Budget, seed: int = 0) -> dict[str, flo
     def add(obs: torch.Tensor, action: torch.Tensor) -> None:
         nonlocal size
         n = obs.shape[0]
-        obs_buf[size:size + n], act_buf[size:size + n] = obs, action
-        rew_buf[size:size + n] = bandit_reward(obs, action)
+        obs_buf[size : size + n], act_buf[size : size + n] = obs, action
+        rew_buf[size : size + n] = bandit_reward(obs, action)
         size += n
 
     def states(n: int) -> torch.Tensor:
@@ -430,15 +468,19 @@ def solve_bandit(make: _Factory, budget: Budget, seed: int = 0) -> dict[str, flo
     agent.seed_evaluation(seed)
     return {
         "agent": bandit_reward(eval_obs, agent.act(eval_obs, deterministic=True)).mean().item(),
-        "random": bandit_reward(eval_obs, (low + torch.rand(512, 2, generator=g) * (high - low)).to(device)).mean().item(),
+        "random": bandit_reward(eval_obs, (low + torch.rand(512, 2, generator=g) * (high - low)).to(device))
+        .mean()
+        .item(),
         "constant": bandit_reward(eval_obs, ((low + high) / 2).to(device).expand(512, -1)).mean().item(),
     }
 
 
 def check_bandit(make: _Factory, budget: Budget) -> str:
     r = solve_bandit(make, budget)
-    detail = (f"return {r['agent']:.4f} after {budget.bandit_updates} updates (optimum 0, best constant action "
-              f"{r['constant']:.3f}, random {r['random']:.3f}; pass >= {-budget.bandit_max_loss})")
+    detail = (
+        f"return {r['agent']:.4f} after {budget.bandit_updates} updates (optimum 0, best constant action "
+        f"{r['constant']:.3f}, random {r['random']:.3f}; pass >= {-budget.bandit_max_loss})"
+    )
     if r["agent"] < -budget.bandit_max_loss:
         raise ConformanceError(f"did not solve the contextual bandit: {detail}")
     return detail
@@ -457,8 +499,13 @@ CHECK_NAMES = list(CHECKS)
 
 
 # ----------------------------------------------------------------------------------- entry points
-def run_check(agent: str | type, name: str, config: Mapping[str, Any] | Any | None = None,
-              device: str | torch.device = "cpu", budget: Budget | None = None) -> CheckResult:
+def run_check(
+    agent: str | type,
+    name: str,
+    config: Mapping[str, Any] | Any | None = None,
+    device: str | torch.device = "cpu",
+    budget: Budget | None = None,
+) -> CheckResult:
     """Run one check; returns its result (failures are reported in it, not raised)."""
     if name not in CHECKS:
         raise ValueError(f"unknown check {name!r}; choose from {', '.join(CHECK_NAMES)}")
@@ -481,9 +528,16 @@ def run_check(agent: str | type, name: str, config: Mapping[str, Any] | Any | No
     return CheckResult(name, passed, time.perf_counter() - start, detail)
 
 
-def check_agent(agent: str | type, config: Mapping[str, Any] | Any | None = None, *,
-                device: str | torch.device = "cpu", checks: Sequence[str] | None = None,
-                budget: Budget | None = None, raise_on_failure: bool = True, verbose: bool = False) -> list[CheckResult]:
+def check_agent(
+    agent: str | type,
+    config: Mapping[str, Any] | Any | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    checks: Sequence[str] | None = None,
+    budget: Budget | None = None,
+    raise_on_failure: bool = True,
+    verbose: bool = False,
+) -> list[CheckResult]:
     """Run the conformance checks on an agent; raises ConformanceError naming every failed check."""
     names = list(checks) if checks is not None else CHECK_NAMES
     unknown = [n for n in names if n not in CHECKS]
@@ -498,16 +552,22 @@ def check_agent(agent: str | type, config: Mapping[str, Any] | Any | None = None
     failed = [r for r in results if not r.passed]
     if failed and raise_on_failure:
         label = agent if isinstance(agent, str) else getattr(agent, "__name__", repr(agent))
-        raise ConformanceError(f"{label} failed {len(failed)} of {len(results)} conformance checks:\n"
-                               + "\n".join(f"  {r.name}: {r.detail}" for r in failed))
+        raise ConformanceError(
+            f"{label} failed {len(failed)} of {len(results)} conformance checks:\n"
+            + "\n".join(f"  {r.name}: {r.detail}" for r in failed)
+        )
     return results
 
 
-def conformance_test(agent: str | type, config: Mapping[str, Any] | Any | None = None,
-                     device: str | torch.device = "cpu", budget: Budget | None = None):
+def conformance_test(
+    agent: str | type,
+    config: Mapping[str, Any] | Any | None = None,
+    device: str | torch.device = "cpu",
+    budget: Budget | None = None,
+):
     """A pytest test function, parametrised over the checks. In a test module:
 
-        test_myagent_conformance = conformance_test("myagent")
+    test_myagent_conformance = conformance_test("myagent")
     """
     import pytest
 

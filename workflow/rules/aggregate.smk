@@ -20,12 +20,19 @@ rule aggregate:
     output:
         tidy=report(f"{RESULTS}/tidy.csv", category="Data", caption="../report/tidy.rst"),
         summary=report(f"{RESULTS}/summary.md", category="Summary", caption="../report/summary.rst"),
-        tables=report(directory(f"{RESULTS}/tables"), patterns=["{name}.csv"], category="Tables",
-                      caption="../report/tables.rst"),
-        figures=report(directory(f"{RESULTS}/figures"), patterns=["{name}.png"], category="Figures",
-                       caption="../report/figures.rst"),
+        tables=report(
+            directory(f"{RESULTS}/tables"), patterns=["{name}.csv"], category="Tables", caption="../report/tables.rst"
+        ),
+        figures=report(
+            directory(f"{RESULTS}/figures"),
+            patterns=["{name}.png"],
+            category="Figures",
+            caption="../report/figures.rst",
+        ),
     log:
         f"{RUNS}/logs/aggregate.log",
+    conda:
+        "../envs/flowrl.yaml"
     params:
         study_json=aggregate_params(),
         runs=lambda wildcards, input: RUNS,
@@ -33,8 +40,6 @@ rule aggregate:
         work=f".snakemake/flowrl-aggregate/{S}",
         repo=REPO,
         script=SCRIPTS / "aggregate.py",
-    conda:
-        "../envs/flowrl.yaml"
     shell:
         AGGREGATE_CMD
 
@@ -43,6 +48,8 @@ rule figures:
     """Regenerate tables and figures from the runs there are now (finished or not); trains nothing."""
     log:
         f"{RUNS}/logs/figures.log",
+    conda:
+        "../envs/flowrl.yaml"
     params:
         study_json=aggregate_params(),
         runs=RUNS,
@@ -50,7 +57,5 @@ rule figures:
         work=f".snakemake/flowrl-aggregate/{S}",
         repo=REPO,
         script=SCRIPTS / "aggregate.py",
-    conda:
-        "../envs/flowrl.yaml"
     shell:
         AGGREGATE_CMD + " && tail -n 3 {log}"

@@ -45,8 +45,13 @@ if PLAN and workflow.is_main_process:
 
     try:
         cores = workflow.resource_settings.cores  # --cores N
-        print(plan_text(STUDY, cores=cores if isinstance(cores, int) else None,
-                        label="snakemake --config plan=true; nothing runs"))
+        print(
+            plan_text(
+                STUDY,
+                cores=cores if isinstance(cores, int) else None,
+                label="snakemake --config plan=true; nothing runs",
+            )
+        )
     except ValueError as exc:
         raise WorkflowError(f"plan: {exc}") from None
 RUNS = f"runs/{S}"
@@ -72,6 +77,7 @@ def _alternatives(names):
 ALGO_PATTERN = _alternatives(STUDY.algos)
 HB_TASK_PATTERN = _alternatives(j.slug for j in TRAIN_JOBS.values() if j.suite == "hb")
 MAIN_TASK_PATTERN = _alternatives(j.slug for j in TRAIN_JOBS.values() if j.suite != "hb")
+
 
 wildcard_constraints:
     seeds=r"\d+(-\d+)*",
@@ -110,9 +116,24 @@ def activation(job):
 
 def train_params(wildcards):
     job = job_of(wildcards)
-    args = ["--algo", job.base_algo, "--task", *job.tasks, "--seeds", *map(str, job.seeds), "--steps", str(job.steps),
-            "--run-dir", f"{RUNS}/{job.algo}/{{task}}/seed{{seed}}", "--mode", job.pack_mode,
-            "--marker", job_marker(job), "--", *flowrl_study.override_args(job.overrides)]
+    args = [
+        "--algo",
+        job.base_algo,
+        "--task",
+        *job.tasks,
+        "--seeds",
+        *map(str, job.seeds),
+        "--steps",
+        str(job.steps),
+        "--run-dir",
+        f"{RUNS}/{job.algo}/{{task}}/seed{{seed}}",
+        "--mode",
+        job.pack_mode,
+        "--marker",
+        job_marker(job),
+        "--",
+        *flowrl_study.override_args(job.overrides),
+    ]
     return flowrl_study.shell_quote_all(args)
 
 
@@ -130,6 +151,8 @@ def res_threads(wildcards):
 
 def aggregate_params():
     """The study as aggregate.py needs it: expected runs, run directories, analysis settings."""
-    runs = {algo: {task: {str(seed): STUDY.run_dir(algo, task, seed) for seed in STUDY.seeds}
-                   for task in STUDY.tasks} for algo in STUDY.algos}
+    runs = {
+        algo: {task: {str(seed): STUDY.run_dir(algo, task, seed) for seed in STUDY.seeds} for task in STUDY.tasks}
+        for algo in STUDY.algos
+    }
     return json.dumps({"expected": STUDY.expected(), "runs": runs, "analysis": STUDY.config["analysis"]})

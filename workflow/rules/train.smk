@@ -18,16 +18,16 @@ rule train:
     wildcard_constraints:
         algo=ALGO_PATTERN,
         task=MAIN_TASK_PATTERN,
+    conda:
+        "../envs/flowrl.yaml"
+    threads: res_threads
+    resources:
+        **TRAIN_RESOURCES,
     params:
         args=train_params,
         activate=lambda wc: activation(job_of(wc)),
         repo=REPO,
         script=SCRIPTS / "train_job.py",
-    threads: res_threads
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../envs/flowrl.yaml"
     shell:
         TRAIN_CMD
 

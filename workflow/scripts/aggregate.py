@@ -9,6 +9,7 @@ runs/<study> are not mixed in).
 A variant's run (e.g. `flowrl-steps5`, trained as algorithm `flowrl`) gets a copy of its config.yaml whose
 `algo` is the variant name, so the analysis reports it under that name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def build_view(runs: dict, view: Path) -> int:
     (view / VIEW_MARKER).write_text("symlinks to the study's run directories; rebuilt by every aggregation\n")
     linked = 0
     for algo, tasks in runs.items():
-        for task, seeds in tasks.items():
+        for seeds in tasks.values():
             for seed, run_dir in seeds.items():
                 src = Path(run_dir).resolve()
                 if not (src / "config.yaml").is_file():
@@ -68,8 +69,10 @@ def main(argv=None, run=subprocess.call) -> int:
     work.mkdir(parents=True, exist_ok=True)
     view = work / "runs-view"
     expect = work / "expect.yaml"
-    expect.write_text("# written by the workflow: the runs this study expects (flowrl.analysis --expect)\n"
-                      + yaml.safe_dump(study["expected"], sort_keys=False))
+    expect.write_text(
+        "# written by the workflow: the runs this study expects (flowrl.analysis --expect)\n"
+        + yaml.safe_dump(study["expected"], sort_keys=False)
+    )
     linked = build_view(study["runs"], view)
     print(f"aggregate.py: {linked} run(s) of {args.runs} linked into {view}", flush=True)
     if linked == 0:
@@ -77,8 +80,21 @@ def main(argv=None, run=subprocess.call) -> int:
         return 1
     analysis = study["analysis"]
     reps = ["--reps", str(analysis["reps"])] if "reps" in analysis else []  # else the analysis's one default
-    cmd = [sys.executable, "-m", "flowrl.analysis", "--runs", str(view), "--out", str(out), *reps,
-           "--seed", str(analysis["seed"]), "--expect", str(expect), *analysis.get("extra_args", [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowrl.analysis",
+        "--runs",
+        str(view),
+        "--out",
+        str(out),
+        *reps,
+        "--seed",
+        str(analysis["seed"]),
+        "--expect",
+        str(expect),
+        *analysis.get("extra_args", []),
+    ]
     print("+ " + " ".join(cmd), flush=True)
     return run(cmd)
 

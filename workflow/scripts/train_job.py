@@ -9,9 +9,9 @@ Each (task, seed) trains into its own run directory with `python -m flowrl` (flo
 (DONE) is skipped by the runner, an unfinished one resumes from its newest checkpoint. Several --task values
 (a task pack) need a --run-dir with {task} (the task's directory-safe name) and the batched mode. Modes:
 single / batched (one process, --seeds/--tasks; with --env-processes when the job has more CPUs than runs) /
-parallel (one process per run) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed on to the training processes, which checkpoint
-and stop; this script then exits non-zero without writing the marker, so Snakemake reruns the job later (and
-the runs resume).
+parallel (one process per run) / sequential. SIGTERM, SIGINT and SIGUSR1 are passed on to the training processes,
+which checkpoint and stop; this script then exits non-zero without writing the marker, so Snakemake reruns the job
+later (and the runs resume).
 
 The marker (the Snakemake output) is written only when every seed's run directory holds DONE. It is the
 workflow's own file: Snakemake may delete it (failed job, --forcerun) without touching any run.
@@ -20,6 +20,7 @@ While it trains, the job holds an exclusive lock (<marker without .done>.lock, n
 second job for the same runs (e.g. Snakemake restarted while the first still runs on SLURM) stops at once
 instead of training into the same directories.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--task", nargs="+", required=True, help="one task, or several with the same shapes")
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--run-dir", required=True, help="run directory pattern containing {seed} (and {task} with "
-                                                    "several tasks)")
+    p.add_argument(
+        "--run-dir", required=True, help="run directory pattern containing {seed} (and {task} with several tasks)"
+    )
     p.add_argument("--mode", choices=["single", "batched", "parallel", "sequential"], default="single")
     p.add_argument("--marker", required=True)
     p.add_argument("overrides", nargs="*", help="key=value settings for flowrl-train")
@@ -61,7 +63,7 @@ def train_command(args, runs: list[tuple[str, int]], cpus: int | None = None) ->
     the job may use (default: those this process may run on)."""
     cmd = [sys.executable, "-m", "flowrl", "--algo", args.algo, "--steps", str(args.steps), "--no-progress"]
     if len(runs) == 1:
-        (task, seed), = runs
+        ((task, seed),) = runs
         cmd += ["--task", task, "--seed", str(seed), "--out", run_dir(args, task, seed)]
     else:
         tasks = list(dict.fromkeys(t for t, _ in runs))
@@ -110,9 +112,12 @@ def take_lock(path: Path):
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
-        print(f"train_job.py: another job is training these runs ({holder}); not starting a second one. "
-              "Wait for it to finish (or cancel it), then run the workflow again.", flush=True)
-        raise SystemExit(75)
+        print(
+            f"train_job.py: another job is training these runs ({holder}); not starting a second one. "
+            "Wait for it to finish (or cancel it), then run the workflow again.",
+            flush=True,
+        )
+        raise SystemExit(75) from None
     except OSError as exc:  # a file system without locks (e.g. Lustre mounted without -o flock)
         print(f"train_job.py: warning: cannot lock {path} ({exc}); not guarding against a second job", flush=True)
     handle.seek(0)
@@ -130,9 +135,12 @@ def main(argv=None) -> int:
         raise SystemExit("train_job.py: several tasks in one job need --mode batched")
     runs = [(t, s) for t in args.task for s in args.seeds]
     lock = take_lock(Path(args.marker).with_suffix(".lock"))  # noqa: F841  (held until the process exits)
-    print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} host={os.uname().nodename} "
-          f"slurm_job={os.environ.get('SLURM_JOB_ID', '-')} algo={args.algo} task={' '.join(args.task)} "
-          f"seeds={args.seeds} mode={args.mode}", flush=True)
+    print(
+        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} host={os.uname().nodename} "
+        f"slurm_job={os.environ.get('SLURM_JOB_ID', '-')} algo={args.algo} task={' '.join(args.task)} "
+        f"seeds={args.seeds} mode={args.mode}",
+        flush=True,
+    )
     children = Children()
     if args.mode in ("single", "batched"):
         children.start(train_command(args, runs))
@@ -158,8 +166,18 @@ def main(argv=None) -> int:
         return rc or 1
     marker = Path(args.marker)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"algo": args.algo, "task": " ".join(args.task), "runs": dirs,
-                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
+    marker.write_text(
+        json.dumps(
+            {
+                "algo": args.algo,
+                "task": " ".join(args.task),
+                "runs": dirs,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"=== done: {', '.join(dirs.values())}", flush=True)
     return 0
 
