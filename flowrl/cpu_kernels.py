@@ -11,9 +11,10 @@ forward and backward each one oneDNN float32 GEMM per product: the same function
 
     'aten'    never oneDNN;
     'onednn'  every float32 CPU call outside autocast;
-    'auto'    (the default) a network call whose largest layer does at least ONEDNN_MIN_WORK multiply-adds per
-              member (rows x d_in x d_out), where oneDNN's per-call cost is repaid; smaller calls (acting, small
-              networks) stay on baddbmm. Where oneDNN is missing or fails its check, 'auto' is 'aten'.
+    'auto'    (the default) on CPUs of the vendors in ONEDNN_VENDORS, a network call whose largest layer does at
+              least ONEDNN_MIN_WORK multiply-adds per member (rows x d_in x d_out), where oneDNN's per-call cost is
+              repaid; smaller calls (acting, small networks) stay on baddbmm. On other CPUs, or where oneDNN is
+              missing or fails its check, 'auto' is 'aten'.
 
 GPUs, bf16 autocast and other dtypes always take baddbmm. docs/speed.md has the measurements behind the rule.
 """
@@ -32,6 +33,29 @@ CPU_MATMULS = ("auto", "onednn", "aten")
 # 'auto' multiplies with oneDNN where a network call's largest layer does at least this many multiply-adds per member:
 # a paper-size update (256 rows x 512 x 512) is at it; acting (1 to a few rows) and small networks are far below.
 ONEDNN_MIN_WORK = 2**24
+# CPU vendors on which 'auto' uses oneDNN: those where FlowRL updates were measured faster on oneDNN than on torch's
+# default BLAS (docs/speed.md, "cpu_matmul per CPU"). On the others (an Intel CPU with AMX measured slower on oneDNN
+# at every size) 'auto' is 'aten'. `python bench/bench_speed.py --hidden ...` re-measures the machine at hand and
+# names the fastest setting per size; `execution.cpu_matmul` then overrides the rule.
+ONEDNN_VENDORS = ("AuthenticAMD",)
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor id (e.g. GenuineIntel, AuthenticAMD), from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def onednn_pays_here() -> bool:
+    """Whether 'auto' should use oneDNN for large products on this CPU (its vendor is in ONEDNN_VENDORS)."""
+    return cpu_vendor() in ONEDNN_VENDORS
 
 
 @functools.cache
@@ -53,12 +77,12 @@ def onednn_linear_available() -> bool:
 
 
 def resolve_cpu_matmul(name: str) -> str:
-    """'auto' stays 'auto' where oneDNN is available (oneDNN for large layers), else 'aten'; 'onednn' (oneDNN for every
-    float32 CPU product, whatever its size) where it is missing is an error."""
+    """'auto' stays 'auto' where oneDNN is available and pays (oneDNN for large layers), else 'aten'; 'onednn'
+    (oneDNN for every float32 CPU product, whatever its size) where it is missing is an error."""
     if name not in CPU_MATMULS:
         raise ValueError(f"cpu_matmul={name!r}: choose one of {CPU_MATMULS}")
     if name == "auto":
-        return "auto" if onednn_linear_available() else "aten"
+        return "auto" if onednn_linear_available() and onednn_pays_here() else "aten"
     if name == "onednn" and not onednn_linear_available():
         raise ValueError("cpu_matmul='onednn' but this torch build has no oneDNN linear kernel; use 'aten' or 'auto'")
     return name

@@ -205,6 +205,7 @@ def test_auto_takes_onednn_for_large_products_only(monkeypatch):
     calls = []
     real = cpu_kernels._OneDNNLinears.apply
     monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(cpu_kernels, "cpu_vendor", lambda: "AuthenticAMD")  # a CPU where 'auto' uses oneDNN
     big = EnsembleLinear(2, 512, 512)
     assert set_cpu_matmul(big, "auto") == "auto"
     rows = cpu_kernels.ONEDNN_MIN_WORK // (512 * 512)
@@ -221,6 +222,18 @@ def test_auto_takes_onednn_for_large_products_only(monkeypatch):
         assert len(calls) == 1
         seq(torch.randn(1, rows, 7))
         assert [c[1:] for c in calls[1:]] == [(7, 512), (512, 512), (512, 1)]
+
+
+@onednn
+def test_auto_uses_onednn_only_on_the_cpus_where_it_was_measured_to_pay(monkeypatch):
+    from flowrl import cpu_kernels
+
+    assert cpu_kernels.cpu_vendor() != ""  # the real probe reads something on this machine
+    for vendor, expected in [("AuthenticAMD", "auto"), ("GenuineIntel", "aten"), ("unknown", "aten")]:
+        monkeypatch.setattr(cpu_kernels, "cpu_vendor", lambda v=vendor: v)
+        assert resolve_cpu_matmul("auto") == expected, vendor
+        assert set_cpu_matmul(EnsembleLinear(2, 512, 512), "auto") == expected
+        assert resolve_cpu_matmul("onednn") == "onednn"  # forcing it works on any CPU that has the kernel
 
 
 def test_cpu_matmul_names_are_checked(monkeypatch):
