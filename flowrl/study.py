@@ -252,15 +252,21 @@ def _has_known_suite(task: str) -> bool:
     return True
 
 
+def _each_task(tasks: list[str], check) -> list[str]:
+    """'tasks: <message>' for every task on which `check(task)` raises ValueError."""
+    problems = []
+    for task in tasks:
+        try:
+            check(task)
+        except ValueError as exc:
+            problems.append(f"tasks: {exc}")
+    return problems
+
+
 def check_suites(study: Study) -> None:
     """Every task names a known suite, which its run directories' names need (check_names, which checks the tasks
     themselves where their simulators are installed, reports these among its problems)."""
-    problems = []
-    for task in study.tasks:
-        try:
-            split_name(task)
-        except ValueError as exc:
-            problems.append(f"tasks: {exc}")
+    problems = _each_task(study.tasks, split_name)
     if problems:
         raise StudyError(f"study '{study.name}' cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -303,12 +309,7 @@ def _algo_problems(study: Study, available_agents: list[str]) -> list[str]:
 
 def _task_problems(study: Study, validate_task) -> list[str]:
     """Unknown tasks, budgets that do not match the tasks, and run directory names two tasks share."""
-    problems = []
-    for task in study.tasks:
-        try:
-            validate_task(task)
-        except ValueError as exc:
-            problems.append(f"tasks: {exc}")
+    problems = _each_task(study.tasks, validate_task)
     steps = study.config["steps"]
     if isinstance(steps, dict):
         absent = [t for t in study.tasks if t not in steps]

@@ -19,20 +19,10 @@ SPEC = EnvSpec(obs_dim=3, act_dim=2, act_low=np.array([-2.0, 0.0]), act_high=np.
 
 # flowrl-train on a cheap task with every budget tiny: a run of a few hundred steps takes seconds on one core.
 # Add --seed, --steps and --out (and key=value settings after them).
-TINY_RUN = [
-    "--algo",
-    "flowrl",
-    "--task",
-    "dmc:cartpole-balance",
-    "--no-progress",
-    "start_steps=150",
-    "batch_size=32",
-    "eval_every=200",
-    "eval_episodes=1",
-    "log_every=50",
-    "agent.hidden_dim=16",
-    "torch_threads=1",
-]
+TINY_RUN = (
+    "--algo flowrl --task dmc:cartpole-balance --no-progress start_steps=150 batch_size=32 "
+    "eval_every=200 eval_episodes=1 log_every=50 agent.hidden_dim=16 torch_threads=1"
+).split()
 
 
 def make_batch(n: int = 8, seed: int = 1, reward: float | None = None, not_done: float = 1.0) -> Batch:

@@ -68,16 +68,10 @@ def test_train_command_runs(myagent_registered, tmp_path):
     args = argv[1:]
     args[args.index("--steps") + 1] = "1200"  # the doc's budget, shrunk to test size
     args[args.index("--out") + 1] = str(tmp_path / "run")
-    tiny = [
-        "--no-progress",
-        "start_steps=300",
-        "eval_every=600",
-        "eval_episodes=1",
-        "batch_size=32",
-        "agent.hidden_dim=16",
-        "torch_threads=1",
-        "log_every=300",
-    ]
+    tiny = (
+        "--no-progress start_steps=300 eval_every=600 eval_episodes=1 batch_size=32 agent.hidden_dim=16 "
+        "torch_threads=1 log_every=300"
+    ).split()
     assert cli_main(args + tiny) == 0
     rows = list(csv.DictReader(open(tmp_path / "run" / "eval.csv")))
     assert [int(r["step"]) for r in rows] == [0, 600, 1200]

@@ -12,33 +12,19 @@ from flowrl.cpu_kernels import onednn_linear_available
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def script_cmd(script: str, args: str) -> list[str]:
+    """The command running bench/<script> with the space-separated `args`."""
+    return [sys.executable, str(ROOT / "bench" / script), *args.split()]
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_bench_speed_reports_every_figure():
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "bench_speed.py"),
-        "--device",
-        "cpu",
-        "--task",
-        "dmc:cartpole-swingup",
-        "--algos",
-        "flowrl",
-        "--updates",
-        "2",
-        "--e2e-steps",
-        "64",
-        "--batch-size",
-        "32",
-        "--seeds",
-        "2",
-        "--rounds",
-        "1",
-        "--round-updates",
-        "1",
-        "--eval-episodes",
-        "2",
-    ]
+    cmd = script_cmd(
+        "bench_speed.py",
+        "--device cpu --task dmc:cartpole-swingup --algos flowrl --updates 2 --e2e-steps 64 "
+        "--batch-size 32 --seeds 2 --rounds 1 --round-updates 1 --eval-episodes 2",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -72,26 +58,10 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
     (tmp_path / "dm_control").mkdir()
     (tmp_path / "dm_control" / "__init__.py").write_text("raise ImportError('no simulator on this machine')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "bench_speed.py"),
-        "--device",
-        "cpu",
-        "--shapes",
-        "5x1",
-        "--algos",
-        "flowrl",
-        "--updates",
-        "2",
-        "--batch-size",
-        "32",
-        "--seeds",
-        "2",
-        "--rounds",
-        "1",
-        "--round-updates",
-        "1",
-    ]
+    cmd = script_cmd(
+        "bench_speed.py",
+        "--device cpu --shapes 5x1 --algos flowrl --updates 2 --batch-size 32 --seeds 2 --rounds 1 --round-updates 1",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "error" not in proc.stdout and "# task shapes:5x1" in proc.stdout, proc.stdout
@@ -102,23 +72,10 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
 @pytest.mark.subprocess
 def test_bench_speed_hidden_size_grid():
     """--hidden prints FlowRL against the official-style update at each size (one process), with a ratio per cell."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "bench_speed.py"),
-        "--device",
-        "cpu",
-        "--shapes",
-        "5x1",
-        "--hidden",
-        "8",
-        "16",
-        "--batch-size",
-        "16",
-        "--rounds",
-        "1",
-        "--round-updates",
-        "1",
-    ]
+    cmd = script_cmd(
+        "bench_speed.py",
+        "--device cpu --shapes 5x1 --hidden 8 16 --batch-size 16 --rounds 1 --round-updates 1",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -140,23 +97,10 @@ def test_bench_speed_hidden_size_grid():
 @pytest.mark.subprocess
 def test_bench_speed_head_to_head_only():
     """--head-to-head-only prints the one-process comparison and no other figure (scripts/gpu-check.sh uses it)."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "bench_speed.py"),
-        "--device",
-        "cpu",
-        "--shapes",
-        "5x1",
-        "--algos",
-        "flowrl",
-        "--head-to-head-only",
-        "--batch-size",
-        "16",
-        "--rounds",
-        "1",
-        "--round-updates",
-        "1",
-    ]
+    cmd = script_cmd(
+        "bench_speed.py",
+        "--device cpu --shapes 5x1 --algos flowrl --head-to-head-only --batch-size 16 --rounds 1 --round-updates 1",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -208,25 +152,10 @@ def test_plain_contenders_compute_the_same_updates(algo):
 
 @pytest.mark.subprocess
 def test_bench_speed_sac_td3_against_plain_versions():
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "bench_speed.py"),
-        "--device",
-        "cpu",
-        "--shapes",
-        "5x1",
-        "--algos",
-        "sac",
-        "td3",
-        "--updates",
-        "2",
-        "--batch-size",
-        "16",
-        "--rounds",
-        "1",
-        "--round-updates",
-        "1",
-    ]
+    cmd = script_cmd(
+        "bench_speed.py",
+        "--device cpu --shapes 5x1 --algos sac td3 --updates 2 --batch-size 16 --rounds 1 --round-updates 1",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "error" not in proc.stdout, proc.stdout

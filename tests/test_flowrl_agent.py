@@ -250,9 +250,9 @@ def test_forcing_onednn_without_it_fails_at_configuration(monkeypatch):
 
 @pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
 def test_cpu_matmul_backends_train_alike(monkeypatch):
-    """oneDNN's float32 GEMMs (the CPU default on AMD CPUs where torch has them) and torch's batched matmul compute the same
-    update: after 6 updates (3 policy steps, target updates) parameters agree to float32 rounding. Tolerance as in
-    test_stacked_members_train_like_single_seeds: reduction-order differences of ~1e-7 relative drift by a few
+    """oneDNN's float32 GEMMs (the CPU default on AMD CPUs where torch has them) and torch's batched matmul compute
+    the same update: after 6 updates (3 policy steps, target updates) parameters agree to float32 rounding. Tolerance
+    as in test_stacked_members_train_like_single_seeds: reduction-order differences of ~1e-7 relative drift by a few
     ulps through Adam; 1e-5 is far below the ~3e-4 a single update moves a parameter."""
     from flowrl import cpu_kernels
 

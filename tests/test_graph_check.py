@@ -241,23 +241,11 @@ def test_a_run_records_the_fallback_in_its_manifest_and_trains_as_eager(tmp_path
     from flowrl.cli import main as cli_main
 
     register_agent("flowrl-faulty-graphs-test", _FaultyGraphFlowRL)
-    tiny = [
-        "--task",
-        "dmc:cartpole-balance",
-        "--seed",
-        "3",
-        "--no-progress",
-        "--steps",
-        "260",
-        "start_steps=150",
-        "batch_size=16",
-        "eval_every=1000",
-        "eval_at_start=false",
-        "eval_episodes=1",
-        "log_every=50",
-        "agent.hidden_dim=16",
-        "torch_threads=1",
-    ]
+    tiny = (
+        "--task dmc:cartpole-balance --seed 3 --no-progress --steps 260 start_steps=150 batch_size=16 "
+        "eval_every=1000 eval_at_start=false eval_episodes=1 log_every=50 agent.hidden_dim=16 "
+        "torch_threads=1"
+    ).split()
     with pytest.warns(RuntimeWarning, match="CUDA graphs off"):
         assert cli_main(["--algo", "flowrl-faulty-graphs-test", "--out", str(tmp_path / "faulty"), *tiny]) == 0
     assert cli_main(["--algo", "flowrl", "--out", str(tmp_path / "plain"), *tiny]) == 0

@@ -11,20 +11,10 @@ import torch
 
 from flowrl.cli import main as cli_main
 
-COMMON = [
-    "--task",
-    "dmc:cartpole-balance",
-    "--steps",
-    "500",
-    "--no-progress",
-    "start_steps=150",
-    "batch_size=32",
-    "eval_every=250",
-    "eval_episodes=1",
-    "log_every=50",
-    "agent.hidden_dim=16",
-    "torch_threads=1",
-]
+COMMON = (
+    "--task dmc:cartpole-balance --steps 500 --no-progress start_steps=150 batch_size=32 "
+    "eval_every=250 eval_episodes=1 log_every=50 agent.hidden_dim=16 torch_threads=1"
+).split()
 
 
 def returns(path):

@@ -70,32 +70,16 @@ def test_run_rates_split_warmup_and_learning_windows():
 
 @pytest.mark.subprocess
 def test_default_study_estimate_from_the_command_line(tmp_path):
-    import subprocess
-    import sys
 
-    from workflow_helpers import env
+    from workflow_helpers import run_python
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowrl.plan", str(REPO / "config" / "default.yaml"), "--cores", "2"],
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
+    proc = run_python(
+        ["-m", "flowrl.plan", str(REPO / "config" / "default.yaml"), "--cores", "2"], tmp_path, timeout=120
     )
     assert proc.returncode == 0, proc.stdout
     assert "18 training jobs, 18 runs, 180,000 env steps" in proc.stdout
     assert re.search(r"local wall time with --cores 2 \(2 jobs at a time\): ~[0-9.]+ min", proc.stdout)
-    bad = subprocess.run(
-        [sys.executable, "-m", "flowrl.plan", str(tmp_path / "missing.yaml")],
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-    )
+    bad = run_python(["-m", "flowrl.plan", str(tmp_path / "missing.yaml")], tmp_path, timeout=120)
     assert bad.returncode == 2 and "flowrl-plan: error: cannot read study file" in bad.stdout
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import REPO, TINY_OVERRIDES, env, write_study
+from workflow_helpers import REPO, TINY_OVERRIDES, env, run_python, write_study
 
 from flowrl import status
 from flowrl.plan import load_table, make_plan, plan_text, run_rates
@@ -231,15 +231,7 @@ def test_every_state_from_a_study_file(study_tree, capsys):
 @pytest.mark.signals
 def test_runs_folder_and_console_entry(study_tree):
     tmp_path, _, _ = study_tree
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowrl.status", "runs/st", "--no-squeue"],
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(["-m", "flowrl.status", "runs/st", "--no-squeue"], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout
     state = {seed: cells[3] for seed, cells in rows(proc.stdout).items()}
     assert state[0] == "finished" and state[2] == "running" and state[3] == "failed"

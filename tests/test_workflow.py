@@ -512,23 +512,10 @@ def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed():
 
     train_job = load_script("train_job")
     args = train_job.parse_args(
-        [
-            "--algo",
-            "flowrl",
-            "--task",
-            "dmc:cartpole-balance",
-            "--seeds",
-            "0",
-            "1",
-            "--steps",
-            "100",
-            "--run-dir",
-            "runs/x/seed{seed}",
-            "--mode",
-            "batched",
-            "--marker",
-            "m.done",
-        ]
+        (
+            "--algo flowrl --task dmc:cartpole-balance --seeds 0 1 --steps 100 --run-dir runs/x/seed{seed} "
+            "--mode batched --marker m.done"
+        ).split()
     )
     both = [("dmc:cartpole-balance", 0), ("dmc:cartpole-balance", 1)]
     assert "--env-processes" in train_job.train_command(args, both, cpus=3)
@@ -541,26 +528,10 @@ def test_batched_jobs_step_environments_in_processes_only_with_a_cpu_per_seed():
 def test_task_pack_jobs_train_every_task_and_seed_in_one_process():
     train_job = load_script("train_job")
     args = train_job.parse_args(
-        [
-            "--algo",
-            "flowrl",
-            "--task",
-            "dmc:dog-run",
-            "dmc:dog-walk",
-            "--seeds",
-            "0",
-            "1",
-            "--steps",
-            "100",
-            "--run-dir",
-            "runs/x/flowrl/{task}/seed{seed}",
-            "--mode",
-            "batched",
-            "--marker",
-            "m.done",
-            "--",
-            "agent.hidden_dim=8",
-        ]
+        (
+            "--algo flowrl --task dmc:dog-run dmc:dog-walk --seeds 0 1 --steps 100 --run-dir "
+            "runs/x/flowrl/{task}/seed{seed} --mode batched --marker m.done -- agent.hidden_dim=8"
+        ).split()
     )
     runs = [(t, s) for t in args.task for s in args.seeds]
     cmd = train_job.train_command(args, runs)

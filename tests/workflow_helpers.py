@@ -32,12 +32,22 @@ def env() -> dict:
     return e
 
 
+def run_python(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python ARGS` (this interpreter) with this checkout importable, output captured (stdout and stderr together)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def snakemake(args: list[str], workdir: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
     """`snakemake -s <repo>/Snakefile -d <workdir> ARGS`, output captured (stdout and stderr together)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(
-        cmd, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
-    )
+    proc = run_python(["-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args], workdir, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc

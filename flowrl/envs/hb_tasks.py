@@ -13,65 +13,22 @@ HB_COMMIT = "791405f5eacf879adbc99105adb3fee73f5a49fc"
 
 # Every robot and task HumanoidBench registers (env.py: ROBOTS, TASKS).
 HB_ROBOTS = ("h1", "h1hand", "h1simplehand", "h1strong", "h1touch", "g1")
-HB_TASK_NAMES = (
-    "stand",
-    "walk",
-    "run",
-    "kitchen",
-    "maze",
-    "hurdle",
-    "cube",
-    "bookshelf_simple",
-    "bookshelf_hard",
-    "highbar_simple",
-    "highbar_hard",
-    "crawl",
-    "window",
-    "spoon",
-    "door",
-    "push",
-    "reach",
-    "basketball",
-    "truck",
-    "package",
-    "cabinet",
-    "sit_simple",
-    "sit_hard",
-    "balance_simple",
-    "balance_hard",
-    "stair",
-    "slide",
-    "pole",
-    "room",
-    "insert_normal",
-    "insert_small",
-    "powerlift",
+HB_TASK_NAMES = tuple(
+    (
+        "stand walk run kitchen maze hurdle cube bookshelf_simple bookshelf_hard highbar_simple highbar_hard "
+        "crawl window spoon door push reach basketball truck package cabinet sit_simple sit_hard "
+        "balance_simple balance_hard stair slide pole room insert_normal insert_small powerlift"
+    ).split()
 )
 
 # The tasks each robot has a model for (so `<robot>-<task>-v0` can be built).
 _FULL = tuple(t for t in HB_TASK_NAMES if t not in ("highbar_simple", "highbar_hard"))
 HB_BUILDABLE: dict[str, tuple[str, ...]] = {
-    "h1": (
-        "stand",
-        "walk",
-        "run",
-        "maze",
-        "hurdle",
-        "highbar_simple",
-        "crawl",
-        "door",
-        "push",
-        "reach",
-        "basketball",
-        "truck",
-        "package",
-        "sit_simple",
-        "sit_hard",
-        "balance_simple",
-        "balance_hard",
-        "stair",
-        "slide",
-        "pole",
+    "h1": tuple(
+        (
+            "stand walk run maze hurdle highbar_simple crawl door push reach basketball truck package sit_simple "
+            "sit_hard balance_simple balance_hard stair slide pole"
+        ).split()
     ),
     "h1hand": _FULL,
     "h1simplehand": ("stand",),
