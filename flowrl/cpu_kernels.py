@@ -122,7 +122,7 @@ def _stack(ts: Sequence[torch.Tensor]) -> torch.Tensor:
     return ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(ts)
 
 
-class _OneDNNLinears(torch.autograd.Function):
+class OneDNNLinears(torch.autograd.Function):
     """ys[i] = xs[i // r] @ weight[i] + bias[i] for the n members of an EnsembleLinear, from and to lists of (B, d)
     tensors (r = n / len(xs) members share an input: the twin critics' heads read the same (s, a)); every product,
     forward and backward, one oneDNN float32 GEMM. The same function as baddbmm up to reduction order."""
@@ -159,4 +159,4 @@ class _OneDNNLinears(torch.autograd.Function):
 def onednn_linears(weight: torch.Tensor, bias: torch.Tensor, xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """The n members' products on oneDNN: weight (n, d_in, d_out), bias (n, 1, d_out), xs n or n / r (B, d_in)
     inputs (r consecutive members share each) -> n (B, d_out) outputs, differentiable once."""
-    return _OneDNNLinears.apply(weight, bias, *xs)
+    return OneDNNLinears.apply(weight, bias, *xs)

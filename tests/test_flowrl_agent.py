@@ -257,8 +257,8 @@ def test_cpu_matmul_backends_train_alike(monkeypatch):
     from flowrl import cpu_kernels
 
     calls = []
-    real = cpu_kernels._OneDNNLinears.apply
-    monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(1) or real(*a))
+    real = cpu_kernels.OneDNNLinears.apply
+    monkeypatch.setattr(cpu_kernels.OneDNNLinears, "apply", lambda *a: calls.append(1) or real(*a))
     agents = {}
     for backend in ("aten", "onednn"):
         agent = make_agent(seed=3, execution=Execution(cpu_matmul=backend))

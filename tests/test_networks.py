@@ -151,7 +151,7 @@ def test_onednn_path_is_left_under_autocast_and_in_other_dtypes(monkeypatch):
     lin = _members(2, 5, 3, "onednn")
     calls = []
     monkeypatch.setattr(
-        "flowrl.cpu_kernels._OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used")
+        "flowrl.cpu_kernels.OneDNNLinears.apply", lambda *a: calls.append(1) or pytest.fail("oneDNN used")
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert lin(torch.randn(2, 4, 5)).dtype == torch.bfloat16
@@ -203,8 +203,8 @@ def test_auto_takes_onednn_for_large_products_only(monkeypatch):
     from flowrl import cpu_kernels
 
     calls = []
-    real = cpu_kernels._OneDNNLinears.apply
-    monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = cpu_kernels.OneDNNLinears.apply
+    monkeypatch.setattr(cpu_kernels.OneDNNLinears, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
     monkeypatch.setattr(cpu_kernels, "cpu_vendor", lambda: "AuthenticAMD")  # a CPU where 'auto' uses oneDNN
     big = EnsembleLinear(2, 512, 512)
     assert set_cpu_matmul(big, "auto") == "auto"
@@ -252,8 +252,8 @@ def test_float32_cpu_layers_do_take_the_onednn_path(monkeypatch):
     from flowrl import cpu_kernels
 
     calls = []
-    real = cpu_kernels._OneDNNLinears.apply
-    monkeypatch.setattr(cpu_kernels._OneDNNLinears, "apply", lambda *a: calls.append(len(a) - 2) or real(*a))
+    real = cpu_kernels.OneDNNLinears.apply
+    monkeypatch.setattr(cpu_kernels.OneDNNLinears, "apply", lambda *a: calls.append(len(a) - 2) or real(*a))
     lin = _members(2, 5, 3, "onednn")
     lin(torch.randn(1, 4, 5)).sum().backward()
     assert calls == [1]  # one shared input for the two members
