@@ -13,7 +13,8 @@ source that has them:
      pooled over the algorithm's finished runs (all its runs with train.csv if none finished). Evaluation and
      checkpoint time fall inside those windows, so they are included at that study's settings;
   2. a measured throughput table (bench/throughput.yaml, or --throughput), the entry for the algorithm closest to
-     the run's configuration (device, then hidden size, then batch size). Its warm-up steps count at the learning
+     the run's configuration (device, then hidden size, then batch size; then, for CPU studies, one measured on
+     this machine's CPU maker, then the newest). Its warm-up steps count at the learning
      rate (an overestimate of a few seconds per run).
 
 An entry measured at another configuration is used as is, and the plan says so: the cost of an update does not
@@ -126,6 +127,13 @@ def load_table(path: Path = TABLE) -> list[dict]:
     return entries
 
 
+def local_cpu_maker() -> str | None:
+    """ "Intel" or "AMD" for this machine's CPU (the word the table's hardware strings use), else None."""
+    from flowrl.cpu_kernels import cpu_vendor
+
+    return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(cpu_vendor())
+
+
 def table_rate(
     entries: list[dict],
     algo: str,
@@ -137,8 +145,10 @@ def table_rate(
     tasks: tuple[str, ...] = (),
 ) -> Rate | None:
     """The entry for `algo` nearest the configuration: same device kind first, then hidden size, then batch size
-    (log-ratio distances), the most recent measurement on ties."""
+    (log-ratio distances); among equally near entries of a CPU study one measured on this machine's CPU maker (their
+    rates differ by up to ~2x), then the most recent."""
     kind = "cuda" if device.startswith("cuda") else device
+    maker = local_cpu_maker() if kind == "cpu" else None
     found = [e for e in entries if e["algo"] == algo]
     if not found:
         return None
@@ -148,6 +158,7 @@ def table_rate(
             e["device"] != kind,
             abs(math.log2(e["hidden_dim"] / hidden)) if hidden else 0,
             abs(math.log2(e["batch_size"] / batch)),
+            maker is not None and maker not in str(e["hardware"]),
             -int(str(e["measured"]).replace("-", "")),
         )
 

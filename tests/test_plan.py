@@ -8,7 +8,7 @@ import re
 import pytest
 from workflow_helpers import REPO, snakemake, write_study
 
-from flowrl.plan import load_table, make_plan, plan_text, run_rates, table_rate
+from flowrl.plan import load_table, local_cpu_maker, make_plan, plan_text, run_rates, table_rate
 from flowrl.study import load_study_file
 
 
@@ -27,9 +27,12 @@ def test_plan_of_a_tiny_study_from_the_table(tmp_path):
     )
     table = load_table()
     plans = make_plan(study, tmp_path / "runs" / "tiny", table)
-    # Of the entries measured at this configuration (several machines), the newest is used and named.
+    # Of the entries measured at this configuration (several machines), one on this machine's CPU maker is used where
+    # there is one, the newest on ties, and named.
+    maker = local_cpu_maker()
     exact = sorted(
-        (e for e in table if e["hidden_dim"] == 64 and e["batch_size"] == 128), key=lambda e: str(e["measured"])
+        (e for e in table if e["hidden_dim"] == 64 and e["batch_size"] == 128),
+        key=lambda e: (maker is None or maker in e["hardware"], str(e["measured"])),
     )
     rate = {e["algo"]: e["steps_per_s"] for e in exact}
     for algo in ("flowrl", "sac"):
@@ -54,6 +57,23 @@ def test_plan_outside_the_measured_configuration_says_so(tmp_path):
     assert "GPU-hours" in text and "2-core AMD EPYC" in text
     rate = table_rate(load_table(), "flowrl", 256, 256, "cpu", variant=False)
     assert rate.steps_per_s == 12.5 and not rate.exact and "hidden 256, batch 256 is not measured" in rate.note
+
+
+def test_cpu_rates_come_from_this_cpu_makers_entry_among_equally_near_ones(monkeypatch):
+    from flowrl import cpu_kernels
+
+    def entry(rate, measured, hardware, hidden=64):
+        return {"algo": "sac", "device": "cpu", "hidden_dim": hidden, "batch_size": 128, "steps_per_s": rate,
+                "measured": measured, "hardware": hardware}  # fmt: skip
+
+    table = [entry(100.0, "2026-12-03", "2-core AMD EPYC"), entry(200.0, "2026-11-25", "2-core Intel Xeon")]
+    for vendor, rate in [("GenuineIntel", 200.0), ("AuthenticAMD", 100.0), ("unknown", 100.0)]:  # unknown: newest
+        monkeypatch.setattr(cpu_kernels, "cpu_vendor", lambda v=vendor: v)
+        assert table_rate(table, "sac", 64, 128, "cpu", variant=False).steps_per_s == rate, vendor
+    monkeypatch.setattr(cpu_kernels, "cpu_vendor", lambda: "GenuineIntel")
+    assert table_rate(table, "sac", 64, 128, "cuda", variant=False).steps_per_s == 100.0  # GPU studies: no CPU match
+    nearer = [entry(100.0, "2026-12-03", "2-core AMD EPYC", hidden=256), entry(200.0, "2026-12-03", "Intel Xeon")]
+    assert table_rate(nearer, "sac", 256, 128, "cpu", variant=False).steps_per_s == 100.0  # the size comes first
 
 
 def test_run_rates_split_warmup_and_learning_windows():
