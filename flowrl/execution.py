@@ -21,10 +21,8 @@ from typing import Literal
 
 import torch
 
-from flowrl.cpu_kernels import CPU_MATMULS, resolve_cpu_matmul
-
-AMP = ("auto", "off", "bf16")
-ACT_PRECISIONS = ("tf32", "float32", "amp")
+from flowrl.config import check_fields
+from flowrl.cpu_kernels import resolve_cpu_matmul
 
 
 @dataclasses.dataclass
@@ -47,9 +45,7 @@ class Execution:
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"
 
     def __post_init__(self):
-        for key, allowed in [("amp", AMP), ("act_precision", ACT_PRECISIONS), ("cpu_matmul", CPU_MATMULS)]:
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"execution {key}={getattr(self, key)!r}: choose one of {allowed}")
+        check_fields(self, "execution", {})  # the Literal choices of amp, act_precision and cpu_matmul
         if not isinstance(self.cuda_graphs, bool):
             raise ValueError(f"execution cuda_graphs={self.cuda_graphs!r}: expected true or false")
         if self.graph_warmup < 1:

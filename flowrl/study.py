@@ -332,6 +332,7 @@ def _task_problems(study: Study, validate_task) -> list[str]:
 def _pack_problems(study: Study, suited: list[str]) -> list[str]:
     """Task packs naming unknown tasks or a task twice, mixing suites or mixing budgets."""
     problems = []
+    steps = study.config["steps"]
     seen: dict[str, int] = {}
     for i, pack in enumerate(study.task_packs):
         where = f"task_packs[{i}]"
@@ -344,7 +345,6 @@ def _pack_problems(study: Study, suited: list[str]) -> list[str]:
         seen.update({t: i for t in pack})
         if len({suite_of(t) for t in pack if t in suited}) > 1:
             problems.append(f"{where}: tasks of different suites ({pack}) run in different software; pack them apart")
-        steps = study.config["steps"]
         budgets = {study.steps_for(t) for t in pack if t in study.tasks and (not isinstance(steps, dict) or t in steps)}
         if len(budgets) > 1:
             problems.append(f"{where}: tasks trained together need the same steps budget")

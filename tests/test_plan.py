@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from workflow_helpers import REPO, snakemake, write_study
+from workflow_helpers import REPO, run_python, snakemake, write_study
 
 from flowrl.plan import load_table, local_cpu_maker, make_plan, plan_text, run_rates, table_rate
 from flowrl.study import load_study_file
@@ -90,8 +90,6 @@ def test_run_rates_split_warmup_and_learning_windows():
 
 @pytest.mark.subprocess
 def test_default_study_estimate_from_the_command_line(tmp_path):
-
-    from workflow_helpers import run_python
 
     proc = run_python(
         ["-m", "flowrl.plan", str(REPO / "config" / "default.yaml"), "--cores", "2"], tmp_path, timeout=120

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import REPO, TINY_OVERRIDES, env, run_python, write_study
+from workflow_helpers import TINY_OVERRIDES, env, run_python, train_job_args, write_study
 
 from flowrl import status
 from flowrl.plan import load_table, make_plan, plan_text, run_rates
@@ -128,16 +128,7 @@ def study_tree(tmp_path_factory):
         with open(log, "w") as out:
             rc = subprocess.run(
                 [
-                    sys.executable,
-                    str(REPO / "workflow" / "scripts" / "train_job.py"),
-                    "--algo",
-                    "sac",
-                    "--task",
-                    "dmc:cartpole-balance",
-                    "--seeds",
-                    str(seed),
-                    "--steps",
-                    str(steps),
+                    *train_job_args("sac", "dmc:cartpole-balance", seed, steps),
                     "--run-dir",
                     f"runs/st/sac/{SLUG}/seed{{seed}}",
                     "--mode",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 
 import pandas as pd
 import pytest
@@ -18,6 +17,7 @@ from workflow_helpers import (
     load_script,
     sessions,
     snakemake,
+    train_job_args,
     write_study,
 )
 
@@ -481,16 +481,7 @@ def test_a_second_job_for_the_same_runs_refuses_to_start(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         proc = subprocess.run(
             [
-                sys.executable,
-                str(REPO / "workflow" / "scripts" / "train_job.py"),
-                "--algo",
-                "sac",
-                "--task",
-                "dmc:cartpole-balance",
-                "--seeds",
-                "0",
-                "--steps",
-                "100",
+                *train_job_args("sac", "dmc:cartpole-balance", 0, 100),
                 "--run-dir",
                 str(tmp_path / "run{seed}"),
                 "--marker",

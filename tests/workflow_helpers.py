@@ -45,6 +45,12 @@ def run_python(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.C
     )
 
 
+def train_job_args(algo: str, task: str, seeds, steps) -> list[str]:
+    """`python workflow/scripts/train_job.py --algo A --task T --seeds S --steps N`; the caller adds the rest."""
+    script = str(REPO / "workflow" / "scripts" / "train_job.py")
+    return [sys.executable, script, "--algo", algo, "--task", task, "--seeds", str(seeds), "--steps", str(steps)]
+
+
 def snakemake(args: list[str], workdir: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
     """`snakemake -s <repo>/Snakefile -d <workdir> ARGS`, output captured (stdout and stderr together)."""
     proc = run_python(["-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args], workdir, timeout)
