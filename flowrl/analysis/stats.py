@@ -28,6 +28,8 @@ their spread. `t_interval` is the interval reported for per-task means next to i
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 
@@ -306,3 +308,57 @@ def t_interval(values: np.ndarray, confidence: float = 0.95, axis: int = 0):
         q = scipy.stats.t.ppf(1 - (1 - confidence) / 2, np.maximum(n - 1, 1))
     half = np.where(n >= 2, q * sd / np.sqrt(np.maximum(n, 1)), np.nan)
     return mean - half, mean + half
+
+
+@dataclasses.dataclass(frozen=True)
+class Equivalence:
+    """The result of `tost_welch`: difference of means x - y, its 1 - 2 alpha interval, and the TOST verdict."""
+
+    difference: float
+    low: float  # the 100 (1 - 2 alpha)% Welch interval of the difference
+    high: float
+    margin: float
+    p_lower: float  # H0: difference <= -margin
+    p_upper: float  # H0: difference >= +margin
+    df: float
+    alpha: float
+
+    @property
+    def p(self) -> float:
+        return max(self.p_lower, self.p_upper)
+
+    @property
+    def equivalent(self) -> bool:
+        return self.p < self.alpha
+
+
+def tost_welch(x, y, margin: float, alpha: float = 0.05) -> Equivalence:
+    """Two one-sided tests (Schuirmann 1987) of equivalence of two means within +-margin, Welch's t.
+
+    d = mean(x) - mean(y), se = sqrt(s_x^2 / n_x + s_y^2 / n_y), Welch-Satterthwaite degrees of freedom
+    df = se^4 / ((s_x^2/n_x)^2 / (n_x - 1) + (s_y^2/n_y)^2 / (n_y - 1)). H0: |mu_x - mu_y| >= margin is
+    rejected at level alpha when both one-sided nulls are: p_lower = P(T_df >= (d + margin) / se) and
+    p_upper = P(T_df <= (d - margin) / se) are below alpha, which is the same as the 100 (1 - 2 alpha)%
+    interval d -+ t_{df, 1-alpha} se lying inside (-margin, margin). With few runs se is large and the test
+    rarely concludes equivalence: "not shown equivalent" is not "shown different".
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 1 or y.ndim != 1 or len(x) < 2 or len(y) < 2:
+        raise ValueError(f"tost_welch needs two 1-D samples of at least 2 values each, got shapes {x.shape}, {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("tost_welch: the samples hold NaN or inf")
+    if not margin > 0:
+        raise ValueError(f"tost_welch: margin must be > 0, got {margin}")
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    d = float(x.mean() - y.mean())
+    se = float(np.sqrt(vx + vy))
+    if se == 0.0:  # both samples constant: the difference is known exactly
+        inside = abs(d) < margin
+        p = 0.0 if inside else 1.0
+        return Equivalence(d, d, d, margin, p, p, math.inf, alpha)
+    df = float((vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)))
+    p_lower = float(scipy.stats.t.sf((d + margin) / se, df))
+    p_upper = float(scipy.stats.t.cdf((d - margin) / se, df))
+    half = float(scipy.stats.t.ppf(1 - alpha, df)) * se
+    return Equivalence(d, d - half, d + half, margin, p_lower, p_upper, df, alpha)

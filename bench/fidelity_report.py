@@ -1,0 +1,185 @@
+"""Learning curves of this repository's FlowRL against the official code's: tables, statistics, figure.
+
+    python bench/fidelity_report.py --runs RUNS --out results/fidelity [--margin 100]
+
+RUNS holds one folder per task, each with `ours/seed<k>/` (flowrl-train run directories) and
+`official/seed<k>/` (bench/official_run.py run directories); both write the same eval.csv columns. Only
+finished runs (a DONE marker) are used; unfinished ones are listed and left out. Writes into --out:
+
+  <task>.csv     every evaluation of every run: task, implementation, seed, step, return_mean, wall_time
+  summary.csv    per task: seeds, final returns of each side (mean, sd, per seed), the TOST result, the
+                 per-step envelope count, and the training wall time per run
+  summary.md     the same as a Markdown table, with the statistical statement (pasted into docs/fidelity.md)
+  curves.png     per task: each run thin, the mean of each side thick, the official min-max envelope shaded
+
+Statistics (few seeds): two one-sided Welch t-tests (TOST) on the final return, H0: |mu_ours - mu_official| >=
+margin, at alpha 0.05, i.e. equivalence is concluded when the 90% interval of the difference lies inside
+(-margin, margin); margin 100 by default, a tenth of the DMC return range [0, 1000]. Per-step envelope: at how
+many of the evaluation steps the mean of our runs lies within [min, max] of the official runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from flowrl.analysis.plotting import STEP_FORMATTER, new_figure, styled  # noqa: E402
+from flowrl.analysis.references import STEP_AXIS  # noqa: E402
+from flowrl.analysis.stats import tost_welch  # noqa: E402
+
+SIDES = ("ours", "official")
+COLOURS = {"ours": "#1f77b4", "official": "#d62728"}
+LABELS = {"ours": "this repository", "official": "official code (bytedance/FlowRL)"}
+
+
+def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every finished run's evaluations under runs/<task>/<side>/seed<k>/eval.csv, and the unfinished ones."""
+    if not runs.is_dir():
+        raise SystemExit(f"error: --runs {runs}: no such directory (train the runs first, see docs/fidelity.md)")
+    frames, skipped = [], []
+    for eval_csv in sorted(runs.glob("*/*/seed*/eval.csv")):
+        run = eval_csv.parent
+        side, task = run.parent.name, run.parent.parent.name
+        if side not in SIDES:
+            continue
+        if not (run / "DONE").is_file():
+            skipped.append(f"{run} (no DONE: unfinished)")
+            continue
+        df = pd.read_csv(eval_csv)
+        df.insert(0, "seed", int(run.name[len("seed") :]))
+        df.insert(0, "implementation", side)
+        df.insert(0, "task", task)
+        frames.append(df[["task", "implementation", "seed", "step", "return_mean", "wall_time"]])
+    if not frames:
+        raise SystemExit(f"error: no finished run under {runs}/<task>/(ours|official)/seed<k>/ (each needs DONE)")
+    return pd.concat(frames, ignore_index=True), skipped
+
+
+def summarise(df: pd.DataFrame, margin: float) -> list[dict]:
+    rows = []
+    for task, tdf in df.groupby("task", sort=True):
+        final_step = int(tdf["step"].max())
+        final = tdf[tdf["step"] == final_step]
+        per_side = {s: final[final["implementation"] == s].sort_values("seed")["return_mean"].to_numpy() for s in SIDES}
+        if any(len(v) < 2 for v in per_side.values()):
+            raise SystemExit(
+                f"error: {task}: the final step {final_step} needs >= 2 finished runs of each side, "
+                f"got ours {len(per_side['ours'])}, official {len(per_side['official'])}"
+            )
+        eq = tost_welch(per_side["ours"], per_side["official"], margin)
+        curves = tdf.pivot_table(index="step", columns=["implementation", "seed"], values="return_mean")
+        ours_mean = curves["ours"].mean(axis=1)
+        inside = (ours_mean >= curves["official"].min(axis=1)) & (ours_mean <= curves["official"].max(axis=1))
+        wall = tdf[tdf["step"] == final_step].groupby("implementation")["wall_time"].mean()
+        row = {"task": task, "final_step": final_step}
+        for s in SIDES:
+            row[f"{s}_seeds"] = len(per_side[s])
+            row[f"{s}_final_mean"] = round(float(per_side[s].mean()), 1)
+            row[f"{s}_final_sd"] = round(float(per_side[s].std(ddof=1)), 1)
+            row[f"{s}_final_per_seed"] = " ".join(f"{v:.1f}" for v in per_side[s])
+            row[f"{s}_wall_time_s"] = round(float(wall.get(s, np.nan)), 0)
+        row.update(
+            difference=round(eq.difference, 1),
+            ci90_low=round(eq.low, 1),
+            ci90_high=round(eq.high, 1),
+            margin=margin,
+            tost_p=round(eq.p, 4),
+            equivalent=eq.equivalent,
+            steps_inside_envelope=int(inside.sum()),
+            steps=len(inside),
+        )
+        rows.append(row)
+    return rows
+
+
+@styled
+def figure(df: pd.DataFrame, rows: list[dict], path: Path) -> None:
+    tasks = [r["task"] for r in rows]
+    fig, axes = new_figure(4.2 * len(tasks), 3.2, ncols=len(tasks))
+    for ax, row in zip(axes[0], rows):
+        tdf = df[df["task"] == row["task"]]
+        curves = tdf.pivot_table(index="step", columns=["implementation", "seed"], values="return_mean")
+        steps = curves.index.to_numpy()
+        ax.fill_between(
+            steps,
+            curves["official"].min(axis=1),
+            curves["official"].max(axis=1),
+            color=COLOURS["official"],
+            alpha=0.15,
+            lw=0,
+            label="official: min-max over seeds",
+        )
+        for s in SIDES:
+            for seed in curves[s].columns:
+                ax.plot(steps, curves[s][seed], color=COLOURS[s], lw=0.6, alpha=0.45)
+            ax.plot(
+                steps,
+                curves[s].mean(axis=1),
+                color=COLOURS[s],
+                lw=2,
+                label=f"{LABELS[s]}: mean of {curves[s].shape[1]} seeds",
+            )
+        verdict = "equivalent" if row["equivalent"] else "not shown equivalent"
+        ax.set_title(
+            f"dmc:{row['task']}\nfinal: diff {row['difference']:+.0f}, 90% CI "
+            f"[{row['ci90_low']:.0f}, {row['ci90_high']:.0f}], margin {row['margin']:g}: {verdict}"
+        )
+        ax.set_xlabel(STEP_AXIS)
+        ax.set_ylabel("evaluation return (5 episodes)")
+        ax.xaxis.set_major_formatter(STEP_FORMATTER)
+    axes[0][0].legend(loc="lower right", fontsize=7)
+    fig.savefig(path)
+
+
+def markdown(rows: list[dict], skipped: list[str]) -> str:
+    head = (
+        "| task | steps | seeds (ours / official) | final return, ours | final return, official | "
+        "difference (90% CI) | TOST p (margin) | equivalent | ours' mean inside the official envelope | "
+        "wall time per run, ours / official |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| dmc:{r['task']} | {r['final_step']} | {r['ours_seeds']} / {r['official_seeds']} | "
+            f"{r['ours_final_mean']} +- {r['ours_final_sd']} ({r['ours_final_per_seed']}) | "
+            f"{r['official_final_mean']} +- {r['official_final_sd']} ({r['official_final_per_seed']}) | "
+            f"{r['difference']:+} ({r['ci90_low']}, {r['ci90_high']}) | {r['tost_p']} ({r['margin']:g}) | "
+            f"{'yes' if r['equivalent'] else 'not shown'} | {r['steps_inside_envelope']} of {r['steps']} steps | "
+            f"{r['ours_wall_time_s']:.0f} s / {r['official_wall_time_s']:.0f} s |"
+        )
+    if skipped:
+        lines += ["", "Left out (unfinished): " + "; ".join(skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--margin", type=float, default=100.0, help="equivalence margin in return units (default 100)")
+    args = p.parse_args(argv)
+    df, skipped = load_runs(args.runs)
+    rows = summarise(df, args.margin)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task, tdf in df.groupby("task"):
+        tdf.sort_values(["implementation", "seed", "step"]).to_csv(args.out / f"{task}.csv", index=False)
+    pd.DataFrame(rows).to_csv(args.out / "summary.csv", index=False)
+    (args.out / "summary.md").write_text(markdown(rows, skipped))
+    figure(df, rows, args.out / "curves.png")
+    meta = {"runs": str(args.runs), "margin": args.margin, "alpha": 0.05, "left_out": skipped}
+    (args.out / "report.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(markdown(rows, skipped), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
