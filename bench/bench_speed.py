@@ -253,12 +253,15 @@ def measure_plain_head_to_head(algo, task, device_name, rounds, per_round, batch
     }
 
 
-def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_size, compile_official=None):
+def measure_hidden_grid(
+    task, device_name, hiddens, rounds, per_round, batch_size, compile_official=None, compile_update=False
+):
     """FlowRL against the official-style update at each hidden size in `hiddens`, float32 (amp off on both), in
     ONE process: every round runs `per_round` updates of every contender of every size in turn. On CPUs with
     oneDNN FlowRL also runs with each `cpu_matmul` backend forced, so the grid shows which kernel wins where (the
     rule `cpu_matmul=auto` follows). Returns {hidden: {contender: median updates/s}} and, per size and contender,
-    the median of its per-round ratios to that size's official-style update."""
+    the median of its per-round ratios to that size's official-style update. `compile_update` adds FlowRL with
+    `execution.compile_update` (torch.compile of the update; its compilation falls in the warm-up)."""
     import statistics
 
     import torch
@@ -276,6 +279,8 @@ def measure_hidden_grid(task, device_name, hiddens, rounds, per_round, batch_siz
         variants.update(
             {"flowrl, cpu_matmul=aten": {"cpu_matmul": "aten"}, "flowrl, cpu_matmul=onednn": {"cpu_matmul": "onednn"}}
         )
+    if compile_update:
+        variants["flowrl, compile_update"] = {"compile_update": True}
     steps = {}
     for h in hiddens:
         torch.manual_seed(0)
@@ -542,6 +547,11 @@ def main():
         "alternating --rounds of --round-updates updates, as a grid with ratios",
     )
     ap.add_argument(
+        "--compile-update",
+        action="store_true",
+        help="with --hidden: also FlowRL with execution.compile_update (torch.compile of its update)",
+    )
+    ap.add_argument(
         "--official-timeout",
         type=float,
         default=900,
@@ -585,6 +595,7 @@ def main():
                 args.round_updates,
                 args.batch_size,
                 compiled,
+                args.compile_update,
                 timeout=args.official_timeout,
             )
             if "error" in grid:

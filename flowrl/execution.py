@@ -9,8 +9,8 @@ ran with in the run's manifest.json.
 Two of them change the numbers, not only the speed: `amp` (bf16 autocast of the updates) and `act_precision`
 (acting and evaluation). A session that uses another precision than the one before continues the same training
 function with other rounding, so its results differ from an uninterrupted run's in the last digits and, as
-training amplifies them, beyond (docs/run-format.md). `cuda_graphs` and `cpu_matmul` compute the same function to
-float32 rounding; `graph_warmup` only delays the capture.
+training amplifies them, beyond (docs/run-format.md). `cuda_graphs`, `cpu_matmul` and `compile_update` compute the
+same function to float32 rounding; `graph_warmup` only delays the capture.
 """
 
 from __future__ import annotations
@@ -43,11 +43,16 @@ class Execution:
     # small networks); x86-64 only. The same function up to rounding; no effect on GPUs or under autocast
     # (flowrl/cpu_kernels.py, docs/speed.md)
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"
+    # torch.compile (inductor) of the update where it is not replayed as CUDA graphs: fewer, fused kernels, which pays
+    # on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first update of each
+    # phase compiles (minutes on a CPU, each session); the same function up to rounding
+    compile_update: bool = False
 
     def __post_init__(self):
         check_fields(self, "execution", {})  # the Literal choices of amp, act_precision and cpu_matmul
-        if not isinstance(self.cuda_graphs, bool):
-            raise ValueError(f"execution cuda_graphs={self.cuda_graphs!r}: expected true or false")
+        for name in ("cuda_graphs", "compile_update"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"execution {name}={getattr(self, name)!r}: expected true or false")
         if self.graph_warmup < 1:
             raise ValueError(
                 f"execution graph_warmup={self.graph_warmup!r}: at least 1 eager update is needed (it "

@@ -37,7 +37,7 @@ def test_execution_settings_are_not_hyperparameters():
     assert not any(hasattr(cfg.agent, k) for k in MOVED)
     assert (cfg.execution.amp, cfg.execution.cuda_graphs) == ("bf16", False)
     saved = config_to_dict(cfg)
-    assert set(saved["execution"]) == set(MOVED)
+    assert set(saved["execution"]) == {*MOVED, "compile_update"}  # compile_update came after the move
     # Another execution setting is no difference on resume; another hyperparameter is.
     other = config_to_dict(resolve_config({"algo": "flowrl", "execution": {"cpu_matmul": "aten"}}))
     assert config_diff(with_current_defaults(saved), other) == []
@@ -102,3 +102,36 @@ def test_agents_are_built_with_the_runs_execution_settings():
     sac = make_agent(resolve_config({"algo": "sac", "agent": {"hidden_dim": 8}}), spec, "cpu")
     assert not hasattr(sac, "execution")
     assert FlowRL(spec, cfg.agent).execution == Execution()  # the defaults where none is given
+
+
+def test_a_compiled_update_is_the_eager_update_to_rounding():
+    """execution.compile_update runs update_step through torch.compile (inductor): both phases, from one state and
+    with the same batches and draws, leave the same parameters, optimiser moments and metrics to float32 rounding."""
+    from tests.conftest import SPEC, make_batch
+
+    agents = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        cfg = FlowRL.Config(hidden_dim=16)
+        agents.append(FlowRL(SPEC, cfg, "cpu", execution=Execution(compile_update=compiled, cpu_matmul="aten")))
+    eager, compiled = agents
+    compiled.load_state_dict(eager.state_dict())
+    for step in range(4):  # critics-only and policy phases, twice, so the compiled graphs are reused
+        batch = make_batch(32, seed=step)
+        m_eager, m_comp = eager.update(batch, step), compiled.update(batch, step)
+        for k in m_eager:
+            np.testing.assert_allclose(m_comp[k].cpu().numpy(), m_eager[k].cpu().numpy(), rtol=1e-4, atol=1e-6)
+    assert compiled._compiled is not None and eager._compiled is None
+    s_eager, s_comp = eager.state_dict(), compiled.state_dict()
+    for net in FlowRL.networks:  # targets included: the policy phases made their soft updates
+        for name, p_e in s_eager[net].items():
+            np.testing.assert_allclose(s_comp[net][name].numpy(), p_e.numpy(), rtol=1e-4, atol=1e-6, err_msg=net + name)
+    for opt in ("critic_opt", "buffer_critic_opt", "value_opt", "policy_opt"):
+        for i, st in s_eager[opt]["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                want, got = st[key].numpy(), s_comp[opt]["state"][i][key].numpy()
+                scale = float(np.abs(want).max())  # rounding is relative to the tensor's largest entry
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=f"{opt} {i} {key}")
+    assert compiled.execution_report()["compile_update"].startswith("on")
+    with pytest.raises(ValueError, match="compile_update='yes': expected true or false"):
+        Execution(compile_update="yes")

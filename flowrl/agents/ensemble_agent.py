@@ -51,6 +51,7 @@ class EnsembleAgent(Agent, BatchedAgent):
         super().__init__(spec, config, device)
         self.n, self.execution = n_seeds, execution or Execution()
         self._graphs: GraphedStep | None = None
+        self._compiled = None  # update_step under torch.compile (execution.compile_update), made at the first update
 
     def finish_init(self, lr: float) -> None:
         """After the networks are built: move them to the device, pick the CPU matmul kernel, make one Adam per
@@ -101,6 +102,10 @@ class EnsembleAgent(Agent, BatchedAgent):
         """`update_step`, replayed as this phase's CUDA graph where graphs are on."""
         if self._graphs is not None:
             return self._graphs(phase, batch, noise)
+        if self.execution.compile_update:
+            if self._compiled is None:
+                self._compiled = torch.compile(self.update_step)
+            return self._compiled(phase, batch, noise)
         return self.update_step(phase, batch, noise)
 
     def graphed_updates(self, capture=None) -> GraphedStep:
@@ -122,7 +127,10 @@ class EnsembleAgent(Agent, BatchedAgent):
         if self._graphs is not None:
             return self._graphs.report()
         why = "execution.cuda_graphs=false" if not self.execution.cuda_graphs else f"not on CUDA (device {self.device})"
-        return {"cuda_graphs": f"off: {why}"}
+        report = {"cuda_graphs": f"off: {why}"}
+        if self.execution.compile_update:
+            report["compile_update"] = "on: torch.compile (inductor) of update_step"
+        return report
 
     # ------------------------------------------------------------------------------------ state
     def _trained(self) -> list[str]:
