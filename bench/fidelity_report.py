@@ -8,7 +8,8 @@ finished runs (a DONE marker) are used; unfinished ones are listed and left out.
 
   <task>.csv     every evaluation of every run: task, implementation, seed, step, return_mean, wall_time
   summary.csv    per task: seeds, final returns of each side (mean, sd, per seed), the TOST result, the
-                 per-step envelope count, and the training wall time per run
+                 per-step envelope count (at the steps both sides evaluated), and the wall time per run (ours:
+                 training time; official: from the runner's start, imports included)
   summary.md     the same as a Markdown table, with the statistical statement (pasted into docs/fidelity.md)
   curves.png     per task: each run thin, the mean of each side thick, the official min-max envelope shaded
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -54,11 +56,17 @@ def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
         if not (run / "DONE").is_file():
             skipped.append(f"{run} (no DONE: unfinished)")
             continue
+        match = re.fullmatch(r"seed(0|[1-9][0-9]*)", run.name)
+        if not match:
+            skipped.append(f"{run} (not named seed<k>)")
+            continue
         df = pd.read_csv(eval_csv)
-        df.insert(0, "seed", int(run.name[len("seed") :]))
+        if df.empty or not np.isfinite(df["return_mean"]).all():
+            raise SystemExit(f"error: {eval_csv}: no evaluations, or a return that is NaN/inf; look at that run")
+        df.insert(0, "seed", int(match.group(1)))
         df.insert(0, "implementation", side)
         df.insert(0, "task", task)
-        frames.append(df[["task", "implementation", "seed", "step", "return_mean", "wall_time"]])
+        frames.append(df[["task", "implementation", "seed", "step", "return_mean", "episodes", "wall_time"]])
     if not frames:
         raise SystemExit(f"error: no finished run under {runs}/<task>/(ours|official)/seed<k>/ (each needs DONE)")
     return pd.concat(frames, ignore_index=True), skipped
@@ -67,7 +75,14 @@ def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
 def summarise(df: pd.DataFrame, margin: float) -> list[dict]:
     rows = []
     for task, tdf in df.groupby("task", sort=True):
-        final_step = int(tdf["step"].max())
+        ends = tdf.groupby(["implementation", "seed"])["step"].max()
+        if ends.nunique() > 1:
+            raise SystemExit(
+                f"error: {task}: the runs end at different steps ("
+                + ", ".join(f"{side} seed{seed}: {step}" for (side, seed), step in ends.items())
+                + "); compare runs of one budget (move the others out of --runs)"
+            )
+        final_step = int(ends.iloc[0])
         final = tdf[tdf["step"] == final_step]
         per_side = {s: final[final["implementation"] == s].sort_values("seed")["return_mean"].to_numpy() for s in SIDES}
         if any(len(v) < 2 for v in per_side.values()):
@@ -76,7 +91,8 @@ def summarise(df: pd.DataFrame, margin: float) -> list[dict]:
                 f"got ours {len(per_side['ours'])}, official {len(per_side['official'])}"
             )
         eq = tost_welch(per_side["ours"], per_side["official"], margin)
-        curves = tdf.pivot_table(index="step", columns=["implementation", "seed"], values="return_mean")
+        # the envelope at the steps both sides evaluated (ours may also evaluate at step 0; the official never does)
+        curves = tdf.pivot_table(index="step", columns=["implementation", "seed"], values="return_mean").dropna()
         ours_mean = curves["ours"].mean(axis=1)
         inside = (ours_mean >= curves["official"].min(axis=1)) & (ours_mean <= curves["official"].max(axis=1))
         wall = tdf[tdf["step"] == final_step].groupby("implementation")["wall_time"].mean()
@@ -134,7 +150,7 @@ def figure(df: pd.DataFrame, rows: list[dict], path: Path) -> None:
             f"[{row['ci90_low']:.0f}, {row['ci90_high']:.0f}], margin {row['margin']:g}: {verdict}"
         )
         ax.set_xlabel(STEP_AXIS)
-        ax.set_ylabel("evaluation return (5 episodes)")
+        ax.set_ylabel(f"evaluation return (mean of {int(tdf['episodes'].max())} episodes)")
         ax.xaxis.set_major_formatter(STEP_FORMATTER)
     axes[0][0].legend(loc="lower right", fontsize=7)
     fig.savefig(path)
@@ -167,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--margin", type=float, default=100.0, help="equivalence margin in return units (default 100)")
     args = p.parse_args(argv)
+    if not args.margin > 0:
+        p.error(f"--margin {args.margin}: must be > 0 (return units; 100 is a tenth of DMC's return range)")
     df, skipped = load_runs(args.runs)
     rows = summarise(df, args.margin)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ imported from PATH and adapted from the outside, without editing any file:
     `gym` is gymnasium's spaces and Env when the old `gym` package is missing (the wrapper builds Boxes; the
     gym id registration in envs/__init__.py becomes a no-op, main.py constructs its environment directly);
   - the agent is the CPU adaptation of `bench/official_equivalence.py` (torch.compile off, Policy_flow's
-    hard-coded CUDA device replaced by the CPU, `cuda=False`, so its bf16 autocast is off: float32).
+    hard-coded CUDA device replaced by the CPU, `cuda=False`, so its bf16 autocast is off: float32; main.py's
+    `torch.set_float32_matmul_precision("high")` asks for TF32, which CPUs do not have: their products stay IEEE).
 
 Settings: the official defaults (utilis/default_config.py and main.py's arguments), then `--hidden`,
 `--eval-every`, `--eval-episodes`, `--seed`, and `num_steps = steps - 1`: the official loop stops after the
@@ -30,8 +31,8 @@ training_log.txt) goes there too. Checkpoint saving is off.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -45,6 +46,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+OFFICIAL_RUN_FILES = (
+    "main.py",
+    "model/algo.py",
+    "model/model.py",
+    "model/utils.py",
+    "utilis/default_config.py",
+    "utilis/config.py",
+    "utilis/Replaybuffer.py",
+    "envs/dm_control.py",
+)
 DMC_EPISODE = 1000  # steps in every DMC episode (time limit 1000 at action repeat 1)
 EVAL_COLUMNS = ["step", "return_mean", "return_std", "success_mean", "episodes", "wall_time"]
 
@@ -56,9 +67,7 @@ class EvalRecorder:
         self.path = path
         self.episodes = episodes
         self.start = time.monotonic()
-        self.rows: list[dict] = []
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerow(EVAL_COLUMNS)
+        self.rows: list[dict] = []  # eval.csv is created at the first evaluation: a failed start leaves none
 
     def module(self) -> types.ModuleType:
         mod = types.ModuleType("wandb")
@@ -81,8 +90,11 @@ class EvalRecorder:
             "wall_time": round(time.monotonic() - self.start, 1),
         }
         self.rows.append(row)
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, EVAL_COLUMNS).writerow(row)
+        with self.path.open("a" if len(self.rows) > 1 else "x", newline="") as f:
+            writer = csv.DictWriter(f, EVAL_COLUMNS)
+            if len(self.rows) == 1:
+                writer.writeheader()
+            writer.writerow(row)
         print(f"[official] step {row['step']}: return {row['return_mean']:.1f} ({row['wall_time']:.0f} s)", flush=True)
 
 
@@ -117,9 +129,9 @@ def load_official_main(path: Path, recorder: EvalRecorder) -> types.ModuleType:
     """Import the official main.py (with its model/, utilis/ and envs/ packages) from `path`, on the CPU."""
     import torch
 
-    from bench.official_equivalence import OFFICIAL_FILES, NotOfficialCheckout, _cpu_policy_factory, _no_compile
+    from bench.official_equivalence import NotOfficialCheckout, _cpu_policy_factory, _no_compile
 
-    missing = [f for f in (*OFFICIAL_FILES, "envs/dm_control.py", "utilis/Replaybuffer.py") if not (path / f).is_file()]
+    missing = [f for f in OFFICIAL_RUN_FILES if not (path / f).is_file()]
     if missing:
         raise NotOfficialCheckout(
             f"--official {path} is not a checkout of github bytedance/FlowRL: it lacks {', '.join(missing)} "
@@ -143,6 +155,15 @@ def load_official_main(path: Path, recorder: EvalRecorder) -> types.ModuleType:
     return main
 
 
+def files_digest(path: Path) -> str:
+    """sha256 over the official files this runner depends on: names the code run when the checkout is no git
+    repository (official_commit is then None)."""
+    h = hashlib.sha256()
+    for name in (*OFFICIAL_RUN_FILES,):
+        h.update(name.encode() + b"\0" + (path / name).read_bytes())
+    return h.hexdigest()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--official", required=True, type=Path, help="your clone of github bytedance/FlowRL")
@@ -156,7 +177,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--out", required=True, type=Path, help="run directory (must not hold an eval.csv yet)")
     args = p.parse_args(argv)
-    if not args.task.startswith("dmc:") or "-" not in args.task:
+    for name in ("steps", "eval_every", "eval_episodes", "hidden", "torch_threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a positive integer")
+    domain, _, task = args.task.removeprefix("dmc:").partition("-")
+    if not args.task.startswith("dmc:") or not domain or not task:
         p.error(f"--task {args.task!r}: the official main.py trains DMC tasks, given as dmc:<domain>-<task>")
     if args.eval_every % DMC_EPISODE:
         p.error(
@@ -166,8 +191,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         )
     if args.steps % args.eval_every:
         p.error(f"--steps {args.steps} must be a multiple of --eval-every {args.eval_every} (the last evaluation)")
-    if (args.out / "eval.csv").exists():
-        p.error(f"{args.out}/eval.csv exists; this would overwrite a finished or running run. Pick another --out")
+    for name in ("eval.csv", "DONE"):
+        if (args.out / name).exists():
+            p.error(f"{args.out}/{name} exists; this would overwrite a finished or running run. Pick another --out")
     return args
 
 
@@ -186,7 +212,6 @@ def main(argv=None) -> int:
     try:
         main_mod = load_official_main(official, recorder)
     except NotOfficialCheckout as exc:
-        (out / "eval.csv").unlink()  # the header this run wrote; nothing ran
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -203,6 +228,9 @@ def main(argv=None) -> int:
     meta = {
         "implementation": "official",
         "official_commit": official_commit(official),
+        "official_files_sha256": files_digest(official),
+        # main.py sets "high" (TF32 on CUDA); CPUs have no TF32, so their float32 products are the same as "highest"
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "task": args.task,
         "seed": args.seed,
         "steps": args.steps,
@@ -211,8 +239,12 @@ def main(argv=None) -> int:
         "config": {k: v for k, v in config.items() if not k.startswith("_")},
     }
     (out / "official-run.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    with contextlib.chdir(out):
+    cwd = os.getcwd()
+    os.chdir(out)  # the official loop writes ./results/...
+    try:
         main_mod.train_loop(config, msg=config.tag)
+    finally:
+        os.chdir(cwd)
     last = recorder.rows[-1]["step"] if recorder.rows else None
     if last != args.steps:
         print(f"error: the official loop ended with its last evaluation at step {last}, not {args.steps}")

@@ -54,15 +54,23 @@ def test_tost_concludes_equivalence_only_when_the_interval_fits():
     assert not tost_welch([800, 801, 799, 800], [702, 698, 700, 701], margin=10).equivalent
     with pytest.raises(ValueError, match="at least 2 values"):
         tost_welch([1.0], [1.0, 2.0], margin=1)
+    # constant samples: the difference is known exactly
+    assert tost_welch([5.0, 5.0], [7.0, 7.0], margin=3).equivalent
+    assert not tost_welch([5.0, 5.0], [9.0, 9.0], margin=3).equivalent
+    with pytest.raises(ValueError, match="alpha must be in"):
+        tost_welch([1.0, 2.0], [1.0, 2.0], margin=1, alpha=0.5)
     with pytest.raises(ValueError, match="margin must be > 0"):
         tost_welch([1.0, 2.0], [1.0, 2.0], margin=0)
 
 
 # --------------------------------------------------------------------------------- curve report
-def _run_dir(root: Path, task: str, side: str, seed: int, returns: list[float], done: bool = True) -> None:
+def _run_dir(
+    root: Path, task: str, side: str, seed: int, returns: list[float], done: bool = True, at_start: bool = False
+) -> None:
+    """A finished (or not) run directory; `at_start`: the first return is an evaluation at step 0 (ours' default)."""
     run = root / task / side / f"seed{seed}"
     run.mkdir(parents=True)
-    steps = [5000 * (i + 1) for i in range(len(returns))]
+    steps = [5000 * (i + 1 - at_start) for i in range(len(returns))]
     pd.DataFrame(
         {
             "step": steps,
@@ -91,7 +99,7 @@ def _report(*args):
 def test_report_tables_statistics_and_figure(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     for seed, (mid, end) in enumerate([(400, 810), (500, 820), (450, 830)]):
-        _run_dir(runs, "cartpole-swingup", "ours", seed, [100, mid, end])
+        _run_dir(runs, "cartpole-swingup", "ours", seed, [0, 100, mid, end], at_start=True)
     for seed, (mid, end) in enumerate([(300, 800), (600, 840), (420, 790)]):
         _run_dir(runs, "cartpole-swingup", "official", seed, [90, mid, end])
     _run_dir(runs, "cartpole-swingup", "official", 3, [95, 200], done=False)  # unfinished: left out, named
@@ -103,12 +111,23 @@ def test_report_tables_statistics_and_figure(tmp_path):
     eq = tost_welch([810, 820, 830], [800, 840, 790], margin=100)
     assert row.difference == pytest.approx(round(eq.difference, 1))
     assert row.tost_p == pytest.approx(round(eq.p, 4)) and bool(row.equivalent) == eq.equivalent
-    # ours' means 100, 450, 820 against the official ranges [90, 90], [300, 600], [790, 840]: outside at step 1
+    # At the steps both evaluated (not ours' step 0), ours' means 100, 450, 820 against the official ranges
+    # [90, 90], [300, 600], [790, 840]: outside at the first
     assert (row.steps_inside_envelope, row.steps) == (2, 3)
     curves = pd.read_csv(out / "cartpole-swingup.csv")
-    assert len(curves) == 18 and set(curves.implementation) == {"ours", "official"}
+    assert len(curves) == 21 and set(curves.implementation) == {"ours", "official"}
     assert (out / "curves.png").stat().st_size > 10_000
     assert "seed3 (no DONE: unfinished)" in (out / "summary.md").read_text()
+
+
+@pytest.mark.subprocess
+def test_report_refuses_runs_of_different_budgets(tmp_path):
+    for seed in (0, 1):
+        _run_dir(tmp_path / "runs", "walker-stand", "ours", seed, [100, 200, 300])
+        _run_dir(tmp_path / "runs", "walker-stand", "official", seed, [100, 200 + 300 * seed][: 1 + seed])
+    proc = _report("--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0 and not (tmp_path / "out").exists()
+    assert "walker-stand: the runs end at different steps (" in proc.stderr and "official seed0: 5000" in proc.stderr
 
 
 @pytest.mark.subprocess

@@ -350,6 +350,8 @@ def tost_welch(x, y, margin: float, alpha: float = 0.05) -> Equivalence:
         raise ValueError("tost_welch: the samples hold NaN or inf")
     if not margin > 0:
         raise ValueError(f"tost_welch: margin must be > 0, got {margin}")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"tost_welch: alpha must be in (0, 0.5), got {alpha} (0.05 gives a 90% interval)")
     vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
     d = float(x.mean() - y.mean())
     se = float(np.sqrt(vx + vy))
