@@ -10,7 +10,7 @@ Two of them change the numbers, not only the speed: `amp` (bf16 autocast of the 
 (acting and evaluation). A session that uses another precision than the one before continues the same training
 function with other rounding, so its results differ from an uninterrupted run's in the last digits and, as
 training amplifies them, beyond (docs/run-format.md). `cuda_graphs`, `cpu_matmul` and `compile_update` compute the
-same function to float32 rounding; `graph_warmup` only delays the capture.
+same function to rounding; `graph_warmup` only delays the capture.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class Execution:
     # (flowrl/cpu_kernels.py, docs/speed.md)
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"
     # torch.compile (inductor) of the update where it is not replayed as CUDA graphs: fewer, fused kernels, which pays
-    # on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first update of each
-    # phase compiles (minutes on a CPU, each session); the same function up to rounding
+    # on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first updates of each
+    # phase compile (minutes on a CPU, each session and after each rollback); the same function up to the rounding
+    # of its precision (float32; under bf16 autocast fused intermediates may stay float32)
     compile_update: bool = False
 
     def __post_init__(self):

@@ -104,9 +104,12 @@ def test_agents_are_built_with_the_runs_execution_settings():
     assert FlowRL(spec, cfg.agent).execution == Execution()  # the defaults where none is given
 
 
+@pytest.mark.slow  # compiles both phases (about half a minute on two cores)
 def test_a_compiled_update_is_the_eager_update_to_rounding():
     """execution.compile_update runs update_step through torch.compile (inductor): both phases, from one state and
     with the same batches and draws, leave the same parameters, optimiser moments and metrics to float32 rounding."""
+    import torch._dynamo
+
     from tests.conftest import SPEC, make_batch
 
     agents = []
@@ -116,12 +119,14 @@ def test_a_compiled_update_is_the_eager_update_to_rounding():
         agents.append(FlowRL(SPEC, cfg, "cpu", execution=Execution(compile_update=compiled, cpu_matmul="aten")))
     eager, compiled = agents
     compiled.load_state_dict(eager.state_dict())
-    for step in range(4):  # critics-only and policy phases, twice, so the compiled graphs are reused
+    torch._dynamo.reset()
+    for step in range(4):  # critics-only and policy phases, twice (the first policy phase meets empty Adam state)
         batch = make_batch(32, seed=step)
         m_eager, m_comp = eager.update(batch, step), compiled.update(batch, step)
         for k in m_eager:
             np.testing.assert_allclose(m_comp[k].cpu().numpy(), m_eager[k].cpu().numpy(), rtol=1e-4, atol=1e-6)
     assert compiled._compiled is not None and eager._compiled is None
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the update's pieces ran compiled
     s_eager, s_comp = eager.state_dict(), compiled.state_dict()
     for net in FlowRL.networks:  # targets included: the policy phases made their soft updates
         for name, p_e in s_eager[net].items():
@@ -133,5 +138,12 @@ def test_a_compiled_update_is_the_eager_update_to_rounding():
                 scale = float(np.abs(want).max())  # rounding is relative to the tensor's largest entry
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=f"{opt} {i} {key}")
     assert compiled.execution_report()["compile_update"].startswith("on")
+    compiled.load_state_dict(eager.state_dict())  # a rollback or resume: new optimiser tensors, compiled afresh
+    assert compiled._compiled is None
+    np.testing.assert_allclose(
+        compiled.update(make_batch(32, seed=9), 4)["critic_loss"].numpy(),
+        eager.update(make_batch(32, seed=9), 4)["critic_loss"].numpy(),
+        rtol=1e-4,
+    )
     with pytest.raises(ValueError, match="compile_update='yes': expected true or false"):
         Execution(compile_update="yes")

@@ -31,6 +31,20 @@ from flowrl.ensemble import member_generators, set_cpu_matmul
 from flowrl.execution import Execution
 
 PER_MEMBER = ("generators", "eval_generators")  # state entries holding one item per member
+# Compiled variants of one update function per process: 2 phases x (empty, filled optimiser state) per agent, again
+# after every load_state_dict (new optimiser tensors), for every agent of the process (the bench holds several).
+# torch's default of 8 would make later ones run eager without an error.
+COMPILE_RECOMPILE_LIMIT = 64
+
+
+def compiled_update(fn):
+    """`fn` under torch.compile (inductor), with room for the variants above; past the limit torch raises instead of
+    silently running eager, so a run that says it compiles does."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILE_RECOMPILE_LIMIT)
+    dynamo_config.fail_on_recompile_limit_hit = True
+    return torch.compile(fn)
 
 
 class EnsembleAgent(Agent, BatchedAgent):
@@ -104,7 +118,7 @@ class EnsembleAgent(Agent, BatchedAgent):
             return self._graphs(phase, batch, noise)
         if self.execution.compile_update:
             if self._compiled is None:
-                self._compiled = torch.compile(self.update_step)
+                self._compiled = compiled_update(self.update_step)
             return self._compiled(phase, batch, noise)
         return self.update_step(phase, batch, noise)
 
@@ -125,7 +139,10 @@ class EnsembleAgent(Agent, BatchedAgent):
     def execution_report(self) -> dict:
         """How the updates ran (the run's manifest records it): the graphs' report, or why there are none."""
         if self._graphs is not None:
-            return self._graphs.report()
+            report = self._graphs.report()
+            if self.execution.compile_update:
+                report["compile_update"] = "off: the update is replayed as CUDA graphs (eager where a graph fell back)"
+            return report
         why = "execution.cuda_graphs=false" if not self.execution.cuda_graphs else f"not on CUDA (device {self.device})"
         report = {"cuda_graphs": f"off: {why}"}
         if self.execution.compile_update:
@@ -157,6 +174,7 @@ class EnsembleAgent(Agent, BatchedAgent):
         keep_optimizer_settings(self._optimizers().values(), self._capturable)  # not the file's fused/capturable
         if self._graphs is not None:
             self._graphs.reset()  # optimiser state tensors were replaced: the captured graphs point at the old ones
+        self._compiled = None  # likewise the compiled update's guards: it compiles again at the next update
         for k in self.counters:
             setattr(self, k, state["counters"][k])
         for g, s in zip(self.generators + self.eval_generators, state["generators"] + state["eval_generators"]):
