@@ -85,14 +85,19 @@ def _run_dir(
         (run / "DONE").write_text(json.dumps({"steps": steps[-1]}))
 
 
-def _report(*args):
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """python bench/<script> ARGS with this checkout importable; stdout and stderr captured apart."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "fidelity_report.py"), *args],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
+
+
+def _report(*args):
+    return _bench("fidelity_report.py", *args)
 
 
 @pytest.mark.subprocess
@@ -142,13 +147,7 @@ def test_report_refuses_a_task_with_fewer_than_two_runs_per_side(tmp_path):
 
 # ------------------------------------------------------------------------------- official runner
 def _official_run(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "official_run.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
+    return _bench("official_run.py", *args)
 
 
 @pytest.mark.subprocess
