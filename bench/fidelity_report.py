@@ -12,6 +12,7 @@ finished runs (a DONE marker) are used; unfinished ones are listed and left out.
                  training time; official: from the runner's start, imports included)
   summary.md     the same as a Markdown table, with the statistical statement (pasted into docs/fidelity.md)
   curves.png     per task: each run thin, the mean of each side thick, the official min-max envelope shaded
+  report.json    the margin, the runs left out, and which code trained each run (commits, file digests)
 
 Statistics (few seeds): two one-sided Welch t-tests (TOST) on the final return, H0: |mu_ours - mu_official| >=
 margin, at alpha 0.05, i.e. equivalence is concluded when the 90% interval of the difference lies inside
@@ -43,6 +44,19 @@ COLOURS = {"ours": "#1f77b4", "official": "#d62728"}
 LABELS = {"ours": "this repository", "official": "official code (bytedance/FlowRL)"}
 
 
+def provenance(run: Path, side: str) -> dict:
+    """Which code trained `run`: ours from its manifest.json (git commit at its first session, torch), the
+    official from official_run.py's official-run.json (the official commit and the sha256 of its files)."""
+    name = "manifest.json" if side == "ours" else "official-run.json"
+    try:
+        meta = json.loads((run / name).read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"{name}: {exc}"}
+    if side == "ours":
+        return {"git": meta.get("git"), "torch": meta.get("versions", {}).get("torch"), "host": meta.get("host")}
+    return {k: meta.get(k) for k in ("official_commit", "official_files_sha256", "torch", "float32_matmul_precision")}
+
+
 def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
     """Every finished run's evaluations under runs/<task>/<side>/seed<k>/eval.csv, and the unfinished ones."""
     if not runs.is_dir():
@@ -66,10 +80,14 @@ def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
         df.insert(0, "seed", int(match.group(1)))
         df.insert(0, "implementation", side)
         df.insert(0, "task", task)
-        frames.append(df[["task", "implementation", "seed", "step", "return_mean", "episodes", "wall_time"]])
+        frames.append(df[["task", "implementation", "seed", "step", "return_mean", "episodes", "wall_time"]].copy())
+        frames[-1].attrs["provenance"] = {"run": f"{task}/{side}/{run.name}", **provenance(run, side)}
     if not frames:
         raise SystemExit(f"error: no finished run under {runs}/<task>/(ours|official)/seed<k>/ (each needs DONE)")
-    return pd.concat(frames, ignore_index=True), skipped
+    sources = [f.attrs["provenance"] for f in frames]
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs = {"provenance": sources}
+    return out, skipped
 
 
 def summarise(df: pd.DataFrame, margin: float) -> list[dict]:
@@ -193,7 +211,7 @@ def main(argv=None) -> int:
     pd.DataFrame(rows).to_csv(args.out / "summary.csv", index=False)
     (args.out / "summary.md").write_text(markdown(rows, skipped))
     figure(df, rows, args.out / "curves.png")
-    meta = {"runs": str(args.runs), "margin": args.margin, "alpha": 0.05, "left_out": skipped}
+    meta = {"margin": args.margin, "alpha": 0.05, "left_out": skipped, "runs": df.attrs["provenance"]}
     (args.out / "report.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(markdown(rows, skipped), end="")
     return 0

@@ -123,6 +123,9 @@ def test_report_tables_statistics_and_figure(tmp_path):
     assert len(curves) == 21 and set(curves.implementation) == {"ours", "official"}
     assert (out / "curves.png").stat().st_size > 10_000
     assert "seed3 (no DONE: unfinished)" in (out / "summary.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["runs"]) == 6 and report["margin"] == 100
+    assert "manifest.json" in report["runs"][-1]["error"]  # these made-up runs have no provenance; it says so
 
 
 @pytest.mark.subprocess
