@@ -138,7 +138,7 @@ def summarise(df: pd.DataFrame, margin: float) -> list[dict]:
 @styled
 def figure(df: pd.DataFrame, rows: list[dict], path: Path) -> None:
     tasks = [r["task"] for r in rows]
-    fig, axes = new_figure(4.2 * len(tasks), 3.2, ncols=len(tasks))
+    fig, axes = new_figure(5.5 * len(tasks), 4.0, ncols=len(tasks))
     for ax, row in zip(axes[0], rows):
         tdf = df[df["task"] == row["task"]]
         curves = tdf.pivot_table(index="step", columns=["implementation", "seed"], values="return_mean")
@@ -164,8 +164,8 @@ def figure(df: pd.DataFrame, rows: list[dict], path: Path) -> None:
             )
         verdict = "equivalent" if row["equivalent"] else "not shown equivalent"
         ax.set_title(
-            f"dmc:{row['task']}\nfinal: diff {row['difference']:+.0f}, 90% CI "
-            f"[{row['ci90_low']:.0f}, {row['ci90_high']:.0f}], margin {row['margin']:g}: {verdict}"
+            f"dmc:{row['task']}, final step: ours - official {row['difference']:+.0f}\n"
+            f"90% CI [{row['ci90_low']:.0f}, {row['ci90_high']:.0f}], margin {row['margin']:g}: {verdict}"
         )
         ax.set_xlabel(STEP_AXIS)
         ax.set_ylabel(f"evaluation return (mean of {int(tdf['episodes'].max())} episodes)")
