@@ -58,7 +58,9 @@ def link_environment(clone: Path) -> None:
 def test_readme_first_command_trains_the_default_study_on_a_fresh_clone(tmp_path):
     clone = fresh_clone(tmp_path / "clone")
     # results/ may hold committed evidence (results/fidelity/); the study's own outputs are not in a clone.
-    assert not (clone / "runs").exists() and not (clone / "results" / "default").exists(), "a fresh clone holds no study output"
+    assert not (clone / "runs").exists() and not (clone / "results" / "default").exists(), (
+        "a fresh clone holds no study output"
+    )
     assert (clone / "examples" / "results-default" / "summary.md").is_file(), "the example output is committed"
     link_environment(clone)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
