@@ -14,6 +14,7 @@ this device's GEMM rate, the most updates/s any implementation of the update can
 Each measurement runs in a fresh process so its peak memory is its own.
     python bench/bench_speed.py --device cpu --algos flowrl --skip-e2e --rounds 12   # just the comparison
     python bench/bench_speed.py --device cpu --shapes 17x6 --hidden 64 128 256 512   # ours/official per hidden size
+    python bench/bench_speed.py --device cpu --shapes 17x6 --hidden 64 512 --profile 20   # and where the time goes
 """
 
 from __future__ import annotations
@@ -326,6 +327,115 @@ def print_hidden_grid(grid, rounds, per_round, batch_size):
     )
 
 
+# Where an update's time goes, from torch.profiler's self times (each event's time minus its children's), walked
+# down the event tree. "matmul": the GEMM ops (aten's and oneDNN's); "optimiser": everything under an optimiser's
+# step or zero_grad (Python included) and the foreach kernels (our Polyak averaging: a loop of aten ops in the
+# official-style update, so there under "other ops"); "other ops": every other aten op (element-wise work,
+# reductions, copies, concatenations, the replay's host-to-tensor copies); "compiled": the self time of
+# torch.compile's regions (inductor's fused C++ kernels run inside them, with their Python wrappers); "Python and
+# framework": the rest of the wall time (the interpreter, autograd's engine, dispatch, the profiler's own cost).
+PROFILE_PARTS = ("matmul", "optimiser", "other ops", "compiled", "Python and framework")
+_MATMUL_OP = re.compile(r"^aten::(mm|addmm|bmm|baddbmm|addbmm|_addmm_activation)$|mkldnn")
+_OPTIMISER_SCOPE = re.compile(r"^Optimizer\.")
+_FOREACH_OP = re.compile(r"^aten::_foreach_")
+_COMPILED_REGION = re.compile(r"Compiled|Inductor|Torch-Compiled")
+
+
+def profile_parts(events, wall_s: float, n: int) -> dict[str, float]:
+    """Milliseconds per update in each of PROFILE_PARTS, from a profile's `events` (prof.events(): FunctionEvents
+    with their children) over `n` updates that took `wall_s` seconds; the parts sum to the wall time ("wall")."""
+    parts = dict.fromkeys(PROFILE_PARTS, 0.0)
+
+    def walk(event, in_optimiser):
+        in_optimiser = in_optimiser or bool(_OPTIMISER_SCOPE.match(event.name))
+        self_ms = event.self_cpu_time_total / 1e3 / n
+        if in_optimiser or _FOREACH_OP.match(event.name):
+            parts["optimiser"] += self_ms
+        elif _MATMUL_OP.search(event.name):
+            parts["matmul"] += self_ms
+        elif event.name.startswith("aten::"):
+            parts["other ops"] += self_ms
+        elif _COMPILED_REGION.search(event.name):
+            parts["compiled"] += self_ms
+        for child in event.cpu_children:
+            walk(child, in_optimiser)
+
+    for event in events:
+        if event.cpu_parent is None:
+            walk(event, False)
+    wall_ms = wall_s * 1e3 / n
+    parts["Python and framework"] = max(0.0, wall_ms - sum(parts.values()))
+    return {"wall": wall_ms, **parts}
+
+
+def measure_profile(task, device_name, hiddens, batch_size, n_updates, compile_update=False):
+    """torch.profiler's breakdown (profile_parts) of `n_updates` updates (both phases alike) of the official-style
+    update and of FlowRL (its default execution, plus `compile_update` when asked) at each hidden size, float32, in
+    ONE process, after a warm-up (and compilation) outside the profile. CPU only: the profiler's CPU self times are
+    what it measures. Returns {hidden: {contender: parts}}."""
+    import torch
+    from official_style import OfficialStyleFlowRL, filled_replay
+    from torch.profiler import ProfilerActivity, profile
+
+    from flowrl.agents.flowrl import FlowRL
+
+    device = torch.device(device_name)
+    if device.type != "cpu":
+        raise ValueError("--profile breaks down CPU time: use --device cpu")
+    spec = _spec(task)
+    memory = filled_replay(spec.obs_dim, spec.act_dim, 5_000)
+    buffer = _filled_buffer(spec, device, FlowRL.replay_recent_fraction)
+    variants = {"flowrl": {}, **({"flowrl, compile_update": {"compile_update": True}} if compile_update else {})}
+    out = {}
+    for h in hiddens:
+        steps = {}
+        torch.manual_seed(0)
+        official = OfficialStyleFlowRL(spec.obs_dim, spec.act_dim, device, hidden=h, compile_=False, amp=False)
+        steps["official-style"] = lambda i, official=official: official.update(memory, batch_size, i)
+        for name, over in variants.items():
+            torch.manual_seed(0)
+            agent = _flowrl(spec, {"hidden_dim": h, "amp": "off", **over}, device)
+            steps[name] = lambda i, agent=agent: agent.update(buffer.sample(batch_size), i)
+        out[h] = {}
+        for name, step in steps.items():
+            for i in range(4):  # both phases twice: lazy optimiser state, and compilation under compile_update
+                step(i)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                t = time.perf_counter()
+                for i in range(n_updates):
+                    step(4 + i)
+                wall = time.perf_counter() - t
+            out[h][name] = profile_parts(prof.events(), wall, n_updates)
+    return out
+
+
+def print_profile(profiles, n_updates):
+    print(
+        f"\nprofile (torch.profiler, {n_updates} updates each, float32, one process; milliseconds per update, "
+        "profiled, so slower than unprofiled; the parts sum to the wall time):"
+    )
+    header = f"  {'hidden':>6}  {'contender':24}{'wall':>8}" + "".join(
+        f"{p:>{max(9, len(p) + 2)}}" for p in PROFILE_PARTS
+    )
+    print(header)
+    for h, rows in profiles.items():
+        for name, parts in rows.items():
+            print(
+                f"  {h:>6}  {name:24}{parts['wall']:>8.2f}"
+                + "".join(f"{parts[p]:>{max(9, len(p) + 2)}.2f}" for p in PROFILE_PARTS)
+            )
+        off = rows["official-style"]
+        for name, parts in rows.items():
+            if name == "official-style":
+                continue
+            # The same products on the same BLAS cost about the same on both sides, so the ratio can exceed
+            # official / ours only by what is cut from ours' other parts: this is the ratio were all of them gone.
+            print(
+                f"  {h:>6}  {name}: ratio {off['wall'] / parts['wall']:.2f}x profiled; with nothing but its matmuls "
+                f"it would be {off['wall'] / max(parts['matmul'], 1e-9):.2f}x"
+            )
+
+
 def measure_matmul_floor(task, device_name, batch_size):
     """Matrix-multiply FLOPs of one FlowRL update and one official-style update (mean over the two phases), and
     this device's GEMM rate at the update's main shape, in float32 and bfloat16. FLOPs / rate is the time the
@@ -552,6 +662,14 @@ def main():
         help="with --hidden: also FlowRL with execution.compile_update (torch.compile of its update)",
     )
     ap.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        default=0,
+        help="with --hidden on a CPU: also torch.profiler's breakdown of N updates of each contender per size "
+        "(matmul, optimiser, other ops, compiled regions, Python and framework), to see what bounds a ratio",
+    )
+    ap.add_argument(
         "--official-timeout",
         type=float,
         default=900,
@@ -560,6 +678,10 @@ def main():
     args = ap.parse_args()
     if args.head_to_head_only and "flowrl" not in args.algos:
         ap.error("--head-to-head-only compares FlowRL with the official-style update: keep flowrl in --algos")
+    if args.profile and not args.hidden:
+        ap.error("--profile breaks the --hidden grid down: give --hidden too, e.g. --hidden 64 256 --profile 20")
+    if args.profile < 0:
+        ap.error(f"--profile {args.profile}: give a number of updates to profile, e.g. --profile 20")
     if args.hidden and min(args.hidden) < 1:
         ap.error(f"--hidden {args.hidden}: hidden sizes are positive integers, e.g. --hidden 64 128 256 512")
     simulator = not args.shapes and not args.hidden
@@ -603,6 +725,21 @@ def main():
                 print(f"hidden-size grid: error: {grid['error']}")
             else:
                 print_hidden_grid(grid, args.rounds, args.round_updates, args.batch_size)
+            if args.profile:
+                profiles = isolated(
+                    measure_profile,
+                    args.task,
+                    dev,
+                    args.hidden,
+                    args.batch_size,
+                    args.profile,
+                    args.compile_update,
+                    timeout=args.official_timeout + (600 * len(args.hidden) if args.compile_update else 0),
+                )
+                if "error" in profiles:
+                    print(f"profile: error: {profiles['error']}")
+                else:
+                    print_profile(profiles, args.profile)
             continue
         if not args.head_to_head_only:
             print(f"{'agent':22} {'updates/s':>10} {'e2e steps/s':>12} {'peak MiB':>9}")

@@ -71,10 +71,11 @@ def test_bench_speed_at_given_shapes_needs_no_simulator(tmp_path):
 
 @pytest.mark.subprocess
 def test_bench_speed_hidden_size_grid():
-    """--hidden prints FlowRL against the official-style update at each size (one process), with a ratio per cell."""
+    """--hidden prints FlowRL against the official-style update at each size (one process), with a ratio per cell;
+    --profile then breaks each contender's update down into parts that sum to its wall time."""
     cmd = script_cmd(
         "bench_speed.py",
-        "--device cpu --shapes 5x1 --hidden 8 16 --batch-size 16 --rounds 1 --round-updates 1",
+        "--device cpu --shapes 5x1 --hidden 8 16 --batch-size 16 --rounds 1 --round-updates 1 --profile 2",
     )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -90,8 +91,56 @@ def test_bench_speed_hidden_size_grid():
         assert re.search(rf"^ +{h}" + r" +[0-9]+\.[0-9] \(1\.00x\)" + cell * (len(names) - 1) + "$", out, re.M), out
     assert re.search(r"fastest FlowRL setting per size: 8: flowrl.* [0-9.]+x, 16: flowrl", out), out
 
+    assert "profile (torch.profiler, 2 updates each" in out, out
+    rows = re.findall(r"^ +(8|16)  (official-style|flowrl) +((?:[0-9]+\.[0-9]{2} *){6})$", out, re.M)
+    assert sorted((h, n) for h, n, _ in rows) == [
+        ("16", "flowrl"),
+        ("16", "official-style"),
+        ("8", "flowrl"),
+        ("8", "official-style"),
+    ], out
+    for _, _, cells in rows:
+        wall, matmul, *rest = map(float, cells.split())
+        assert matmul > 0 and abs(wall - matmul - sum(rest)) <= 0.05, cells  # the parts sum to the wall time
+    assert re.search(r"^ +16  flowrl: ratio [0-9.]+x profiled; with nothing but its matmuls it would be", out, re.M)
+
     bad = subprocess.run(cmd[:6] + ["--hidden", "0"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "--hidden [0]: hidden sizes are positive integers" in bad.stderr
+    bad = subprocess.run(cmd[:4] + ["--profile", "5"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "--profile breaks the --hidden grid down: give --hidden too" in bad.stderr
+
+
+def test_profile_parts_attributes_time_to_matmuls_optimiser_and_other_ops():
+    """A workload of known make-up, profiled for real: big products, an Adam step, element-wise work."""
+    import time
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_speed import PROFILE_PARTS, profile_parts
+
+    w = torch.nn.Parameter(torch.randn(384, 384))
+    opt = torch.optim.Adam([w], foreach=False)
+    x = torch.randn(384, 384)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        for _ in range(3):
+            y = x
+            for _ in range(8):
+                y = y @ w  # 8 GEMMs of 384^3 multiply-adds
+            loss = torch.tanh(y).square().mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        wall = time.perf_counter() - t
+    parts = profile_parts(prof.events(), wall, 3)
+    assert set(parts) == {"wall", *PROFILE_PARTS}
+    assert parts["wall"] == pytest.approx(wall * 1e3 / 3)
+    assert sum(parts[p] for p in PROFILE_PARTS) == pytest.approx(parts["wall"], rel=1e-6)
+    # forward and backward GEMMs dominate the element-wise work; the single-tensor Adam's aten ops count as
+    # optimiser (they run under Optimizer.step), not as other ops
+    assert parts["matmul"] > parts["other ops"] > 0 and parts["optimiser"] > 0 and parts["compiled"] == 0
 
 
 @pytest.mark.subprocess
