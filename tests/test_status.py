@@ -267,6 +267,10 @@ def test_watch_redraws_until_interrupted(study_tree):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C in a terminal reaches a foreground process whose SIGINT is at its default. A runner
+        # started in the background of a non-interactive shell (as CI may be) ignores SIGINT, the child
+        # inherits that, and Python then installs no KeyboardInterrupt handler: restore the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     try:
