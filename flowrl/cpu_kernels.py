@@ -16,7 +16,8 @@ forward and backward each one oneDNN float32 GEMM per product: the same function
               repaid; smaller calls (acting, small networks) stay on baddbmm. On other CPUs, or where oneDNN is
               missing or fails its check, 'auto' is 'aten'.
 
-GPUs, bf16 autocast and other dtypes always take baddbmm. docs/speed.md has the measurements behind the rule.
+GPUs, bf16 autocast, other dtypes and a compiled update (`execution.compile_update`) always take baddbmm.
+docs/speed.md has the measurements behind the rule.
 """
 
 from __future__ import annotations
@@ -89,9 +90,12 @@ def resolve_cpu_matmul(name: str) -> str:
 
 
 def onednn_eligible(backend: str, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """oneDNN may multiply x by this layer's weight: chosen ('auto' or 'onednn'), float32 on a CPU, outside autocast."""
+    """oneDNN may multiply x by this layer's weight: chosen ('auto' or 'onednn'), float32 on a CPU, outside autocast,
+    and not while torch.compile traces (`execution.compile_update`): inductor cannot lower this private op on the
+    views a traced update hands it, and it picks the GEMM of the products it sees itself."""
     return (
         backend != "aten"
+        and not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32

@@ -20,6 +20,7 @@ from flowrl.config import (
     with_current_defaults,
     with_execution_section,
 )
+from flowrl.cpu_kernels import onednn_linear_available
 from flowrl.execution import Execution
 
 MOVED = ("amp", "act_precision", "cuda_graphs", "graph_warmup", "cpu_matmul")
@@ -147,3 +148,32 @@ def test_a_compiled_update_is_the_eager_update_to_rounding():
     )
     with pytest.raises(ValueError, match="compile_update='yes': expected true or false"):
         Execution(compile_update="yes")
+
+
+@pytest.mark.slow  # compiles the critics phase (about a quarter of a minute on two cores)
+@pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear kernel")
+def test_a_compiled_update_on_onednn_compiles_its_products_as_aten():
+    """cpu_matmul='onednn' (what 'auto' is on AMD CPUs at large sizes) with compile_update: inductor cannot lower the
+    private oneDNN op inside a traced update, so the traced update multiplies with aten while eager calls (acting)
+    keep oneDNN; the result is the eager oneDNN update to rounding."""
+    import torch._dynamo
+
+    from tests.conftest import SPEC, make_batch
+
+    agents = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        execution = Execution(compile_update=compiled, cpu_matmul="onednn")
+        agents.append(FlowRL(SPEC, FlowRL.Config(hidden_dim=16), "cpu", execution=execution))
+    eager, compiled = agents
+    compiled.load_state_dict(eager.state_dict())
+    torch._dynamo.reset()
+    batch = make_batch(32, seed=0)
+    m_eager, m_comp = eager.update(batch, 1), compiled.update(batch, 1)  # a critics-only phase
+    assert compiled._compiled is not None
+    for k in m_eager:
+        np.testing.assert_allclose(m_comp[k].numpy(), m_eager[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+    for name, p_e in eager.state_dict()["critic"].items():
+        np.testing.assert_allclose(compiled.state_dict()["critic"][name].numpy(), p_e.numpy(), rtol=1e-4, atol=1e-6)
+    x = torch.zeros(1, 4, SPEC.obs_dim + SPEC.act_dim + 1)  # a policy input, as acting makes it
+    assert compiled.policy.net[0].uses_onednn(x), "eager calls outside the compiled update keep oneDNN"

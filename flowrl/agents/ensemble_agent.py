@@ -146,7 +146,7 @@ class EnsembleAgent(Agent, BatchedAgent):
         why = "execution.cuda_graphs=false" if not self.execution.cuda_graphs else f"not on CUDA (device {self.device})"
         report = {"cuda_graphs": f"off: {why}"}
         if self.execution.compile_update:
-            report["compile_update"] = "on: torch.compile (inductor) of update_step"
+            report["compile_update"] = "on: torch.compile (inductor) of update_step (its products as inductor picks)"
         return report
 
     # ------------------------------------------------------------------------------------ state
