@@ -125,10 +125,13 @@ def batch_mean(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).mean(dim=1)
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
+def _step(opts: tuple[torch.optim.Optimizer, ...], loss: torch.Tensor) -> None:
+    """One backward of `loss`, then a step of each optimiser in `opts` (whose networks it trains)."""
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
     loss.backward()
-    opt.step()
+    for opt in opts:
+        opt.step()
 
 
 class FlowRL(EnsembleAgent):
@@ -254,23 +257,23 @@ class FlowRL(EnsembleAgent):
                 target = (reward + not_done * c.gamma * torch.min(q1_next, q2_next)).float()
             q1, q2 = self.critic(obs, action)
             critic_loss = batch_mean((q1.float() - target) ** 2) + batch_mean((q2.float() - target) ** 2)
-        _step(self.critic_opt, critic_loss.sum())
 
-        with autocast():
             # 2. Buffer critic toward r + gamma * V_b(s').
             with torch.no_grad():
                 target_b = (reward + not_done * c.gamma * self.value(next_obs)).float()
             qb1, qb2 = self.buffer_critic(obs, action)
             q_buffer = torch.min(qb1, qb2).detach()
             buffer_loss = batch_mean((qb1.float() - target_b) ** 2) + batch_mean((qb2.float() - target_b) ** 2)
-        _step(self.buffer_critic_opt, buffer_loss.sum())
 
-        with autocast():
             # 3. V_b: expectile regression on the target buffer critic at buffer actions.
             with torch.no_grad():
                 q_target_b = torch.min(*self.buffer_critic_target(obs, action))
             value_loss = self.expectile_loss(q_target_b.float() - self.value(obs).float())
-        _step(self.value_opt, value_loss.sum())
+        # The official code steps Q, Q_b and V_b in turn. The three train disjoint networks, and no loss reads a network
+        # that an earlier step changes (Q_b's target reads V_b before V_b's step, V_b's reads the target Q_b), so one
+        # backward of their sum gives each network the gradient of its own loss at the same weights: the same steps,
+        # with one backward pass and one graph segment instead of three.
+        _step((self.critic_opt, self.buffer_critic_opt, self.value_opt), (critic_loss + buffer_loss + value_loss).sum())
 
         metrics = {"critic_loss": critic_loss.detach(), "buffer_critic_loss": buffer_loss.detach()}
         metrics.update(value_loss=value_loss.detach(), q_mean=batch_mean(q1.detach().float()))
@@ -288,7 +291,7 @@ class FlowRL(EnsembleAgent):
                     weights = self.flow_weights(q_buffer.float(), q_pi)
                     loss = loss + self.flow_matching_loss(obs, action, noise["a0"], noise["t"], weights)
                 policy_loss = batch_mean(loss)
-            _step(self.policy_opt, policy_loss.sum())
+            _step((self.policy_opt,), policy_loss.sum())
         finally:
             self.critic.requires_grad_(True)
         metrics.update(policy_loss=policy_loss.detach(), q_pi_mean=batch_mean(q_pi.detach()))
