@@ -31,13 +31,13 @@ from flowrl.ensemble import member_generators, set_cpu_matmul
 from flowrl.execution import Execution
 
 PER_MEMBER = ("generators", "eval_generators")  # state entries holding one item per member
-# Compiled variants of one update function per process: 2 phases x (empty, filled optimiser state) per agent, again
-# after every load_state_dict (new optimiser tensors), for every agent of the process (the bench holds several).
+# Compiled variants of one loss function per process: one per agent (its networks are guarded), again after every
+# load_state_dict, for every agent of the process (the bench holds several).
 # torch's default of 8 would make later ones run eager without an error.
 COMPILE_RECOMPILE_LIMIT = 64
 
 
-def compiled_update(fn):
+def compile_fn(fn):
     """`fn` under torch.compile (inductor), with room for the variants above; past the limit torch raises instead of
     silently running eager, so a run that says it compiles does."""
     import torch._dynamo.config as dynamo_config
@@ -65,7 +65,7 @@ class EnsembleAgent(Agent, BatchedAgent):
         super().__init__(spec, config, device)
         self.n, self.execution = n_seeds, execution or Execution()
         self._graphs: GraphedStep | None = None
-        self._compiled = None  # update_step under torch.compile (execution.compile_update), made at the first update
+        self._compiled: dict = {}  # loss methods under torch.compile (execution.compile_update), made at first use
 
     def finish_init(self, lr: float) -> None:
         """After the networks are built: move them to the device, pick the CPU matmul kernel, make one Adam per
@@ -116,11 +116,19 @@ class EnsembleAgent(Agent, BatchedAgent):
         """`update_step`, replayed as this phase's CUDA graph where graphs are on."""
         if self._graphs is not None:
             return self._graphs(phase, batch, noise)
-        if self.execution.compile_update:
-            if self._compiled is None:
-                self._compiled = compiled_update(self.update_step)
-            return self._compiled(phase, batch, noise)
         return self.update_step(phase, batch, noise)
+
+    def compiled(self, name: str):
+        """The method `name` (a loss computation of `update_step`), under torch.compile where execution.compile_update
+        is on and the update is not replayed as CUDA graphs; else the method itself. The forward passes and losses
+        compile (with their backward, which autograd then runs as compiled code); `backward()` calls and optimiser
+        steps stay eager between them: compiling the whole update measured slower, as each of those breaks its graph
+        (docs/speed.md, "execution.compile_update")."""
+        if not self.execution.compile_update or self._graphs is not None:
+            return getattr(self, name)
+        if name not in self._compiled:
+            self._compiled[name] = compile_fn(getattr(self, name))
+        return self._compiled[name]
 
     def graphed_updates(self, capture=None) -> GraphedStep:
         """The update as CUDA graphs, one per phase, each checked against the eager update before use
@@ -146,7 +154,9 @@ class EnsembleAgent(Agent, BatchedAgent):
         why = "execution.cuda_graphs=false" if not self.execution.cuda_graphs else f"not on CUDA (device {self.device})"
         report = {"cuda_graphs": f"off: {why}"}
         if self.execution.compile_update:
-            report["compile_update"] = "on: torch.compile (inductor) of update_step (its products as inductor picks)"
+            report["compile_update"] = (
+                "on: torch.compile (inductor) of the update's losses (products as inductor picks)"
+            )
         return report
 
     # ------------------------------------------------------------------------------------ state
@@ -174,7 +184,7 @@ class EnsembleAgent(Agent, BatchedAgent):
         keep_optimizer_settings(self._optimizers().values(), self._capturable)  # not the file's fused/capturable
         if self._graphs is not None:
             self._graphs.reset()  # optimiser state tensors were replaced: the captured graphs point at the old ones
-        self._compiled = None  # likewise the compiled update's guards: it compiles again at the next update
+        self._compiled = {}  # and the compiled losses are made afresh at the next update
         for k in self.counters:
             setattr(self, k, state["counters"][k])
         for g, s in zip(self.generators + self.eval_generators, state["generators"] + state["eval_generators"]):

@@ -227,6 +227,57 @@ class FlowRL(EnsembleAgent):
             term = c.lam * term
         return term
 
+    def critic_losses(self, batch: Batch, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Steps 1-3 of an update: the per-member losses (n,) of Q, Q_b and V_b (with their graphs), the metrics of
+        their Q values, and min Q_b(s, a) at the buffer actions (n, B, 1; no gradient) for the policy step."""
+        c = self.config
+        obs, action, reward, next_obs, not_done = batch
+        with self.execution.autocast(self.device):
+            # 1. Critic toward r + gamma * min Q'(s', pi(s')).
+            with torch.no_grad():
+                q1_next, q2_next = self.critic_target(next_obs, self.sample(next_obs, noise["next_a0"]))
+                target = (reward + not_done * c.gamma * torch.min(q1_next, q2_next)).float()
+            q1, q2 = self.critic(obs, action)
+            critic_loss = batch_mean((q1.float() - target) ** 2) + batch_mean((q2.float() - target) ** 2)
+
+            # 2. Buffer critic toward r + gamma * V_b(s').
+            with torch.no_grad():
+                target_b = (reward + not_done * c.gamma * self.value(next_obs)).float()
+            qb1, qb2 = self.buffer_critic(obs, action)
+            q_buffer = torch.min(qb1, qb2).detach()
+            buffer_loss = batch_mean((qb1.float() - target_b) ** 2) + batch_mean((qb2.float() - target_b) ** 2)
+
+            # 3. V_b: expectile regression on the target buffer critic at buffer actions.
+            with torch.no_grad():
+                q_target_b = torch.min(*self.buffer_critic_target(obs, action))
+            value_loss = self.expectile_loss(q_target_b.float() - self.value(obs).float())
+        return {
+            "critic_loss": critic_loss,
+            "buffer_critic_loss": buffer_loss,
+            "value_loss": value_loss,
+            "q_mean": batch_mean(q1.detach().float()),
+            "q_buffer_mean": batch_mean(q_buffer.float()),
+            "q_buffer": q_buffer,
+        }
+
+    def policy_loss(
+        self, batch: Batch, noise: dict[str, torch.Tensor], q_buffer: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Step 4: the per-member policy loss (n,), -min Q(s, pi(s)) plus the weighted flow-matching term, with the
+        metrics of Q(s, pi(s)) and of the weights. The critic's weights take no gradient (`update_step` freezes it)."""
+        c = self.config
+        obs, action = batch.obs, batch.action
+        with self.execution.autocast(self.device):
+            q_pi = torch.min(*self.critic(obs, self.sample(obs, noise["pi_a0"]))).float()
+            loss = -q_pi
+            if c.constraint:
+                weights = self.flow_weights(q_buffer.float(), q_pi)
+                loss = loss + self.flow_matching_loss(obs, action, noise["a0"], noise["t"], weights)
+            out = {"policy_loss": batch_mean(loss), "q_pi_mean": batch_mean(q_pi.detach())}
+        if c.constraint:
+            out["flow_weight_mean"] = batch_mean(weights)
+        return out
+
     # ------------------------------------------------------------------------------------------ one update
     def update_members(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """One update of every member from stacked batches (n, B, ...). Metrics have shape (n,)."""
@@ -247,56 +298,26 @@ class FlowRL(EnsembleAgent):
 
     def update_step(self, phase: str, batch: Batch, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The update itself, given its random draws: pure device work (capturable as a CUDA graph)."""
-        c, autocast = self.config, lambda: self.execution.autocast(self.device)
-        obs, action, reward, next_obs, not_done = batch
-
-        with autocast():
-            # 1. Critic toward r + gamma * min Q'(s', pi(s')).
-            with torch.no_grad():
-                q1_next, q2_next = self.critic_target(next_obs, self.sample(next_obs, noise["next_a0"]))
-                target = (reward + not_done * c.gamma * torch.min(q1_next, q2_next)).float()
-            q1, q2 = self.critic(obs, action)
-            critic_loss = batch_mean((q1.float() - target) ** 2) + batch_mean((q2.float() - target) ** 2)
-
-            # 2. Buffer critic toward r + gamma * V_b(s').
-            with torch.no_grad():
-                target_b = (reward + not_done * c.gamma * self.value(next_obs)).float()
-            qb1, qb2 = self.buffer_critic(obs, action)
-            q_buffer = torch.min(qb1, qb2).detach()
-            buffer_loss = batch_mean((qb1.float() - target_b) ** 2) + batch_mean((qb2.float() - target_b) ** 2)
-
-            # 3. V_b: expectile regression on the target buffer critic at buffer actions.
-            with torch.no_grad():
-                q_target_b = torch.min(*self.buffer_critic_target(obs, action))
-            value_loss = self.expectile_loss(q_target_b.float() - self.value(obs).float())
+        losses = self.compiled("critic_losses")(batch, noise)
+        q_buffer = losses.pop("q_buffer")
         # The official code steps Q, Q_b and V_b in turn. The three train disjoint networks, and no loss reads a network
         # that an earlier step changes (Q_b's target reads V_b before V_b's step, V_b's reads the target Q_b), so one
         # backward of their sum gives each network the gradient of its own loss at the same weights: the same steps,
-        # with one backward pass and one graph segment instead of three.
-        _step((self.critic_opt, self.buffer_critic_opt, self.value_opt), (critic_loss + buffer_loss + value_loss).sum())
-
-        metrics = {"critic_loss": critic_loss.detach(), "buffer_critic_loss": buffer_loss.detach()}
-        metrics.update(value_loss=value_loss.detach(), q_mean=batch_mean(q1.detach().float()))
-        metrics["q_buffer_mean"] = batch_mean(q_buffer.float())
+        # with one backward pass instead of three.
+        critic_side = losses["critic_loss"] + losses["buffer_critic_loss"] + losses["value_loss"]
+        _step((self.critic_opt, self.buffer_critic_opt, self.value_opt), critic_side.sum())
+        metrics = {k: v.detach() for k, v in losses.items()}
         if phase != "policy":
             return metrics
 
-        # 4. Delayed policy update, -min Q(s, pi(s)) + the weighted flow-matching term, then the target updates.
+        # 4. Delayed policy update, then the target updates.
         self.critic.requires_grad_(False)  # gradients flow through Q to the action only: skip Q's weight gradients
         try:  # (also when a CUDA-graph capture stops in here)
-            with autocast():
-                q_pi = torch.min(*self.critic(obs, self.sample(obs, noise["pi_a0"]))).float()
-                loss = -q_pi
-                if c.constraint:
-                    weights = self.flow_weights(q_buffer.float(), q_pi)
-                    loss = loss + self.flow_matching_loss(obs, action, noise["a0"], noise["t"], weights)
-                policy_loss = batch_mean(loss)
-            _step((self.policy_opt,), policy_loss.sum())
+            out = self.compiled("policy_loss")(batch, noise, q_buffer)
+            _step((self.policy_opt,), out["policy_loss"].sum())
         finally:
             self.critic.requires_grad_(True)
-        metrics.update(policy_loss=policy_loss.detach(), q_pi_mean=batch_mean(q_pi.detach()))
-        if c.constraint:
-            metrics["flow_weight_mean"] = batch_mean(weights)
-        polyak_update(self.critic_target, self.critic, c.tau)
-        polyak_update(self.buffer_critic_target, self.buffer_critic, c.tau)
+        metrics.update({k: v.detach() for k, v in out.items()})
+        polyak_update(self.critic_target, self.critic, self.config.tau)
+        polyak_update(self.buffer_critic_target, self.buffer_critic, self.config.tau)
         return metrics
