@@ -11,9 +11,10 @@ forward and backward each one oneDNN float32 GEMM per product: the same function
 
     'aten'    never oneDNN;
     'onednn'  every float32 CPU call outside autocast;
-    'auto'    (the default) on CPUs of the vendors in ONEDNN_VENDORS, a network call whose largest layer does at
-              least ONEDNN_MIN_WORK multiply-adds per member (rows x d_in x d_out), where oneDNN's per-call cost is
-              repaid; smaller calls (acting, small networks) stay on baddbmm. On other CPUs, or where oneDNN is
+    'auto'    (the default) on CPUs where oneDNN's GEMM measures at least ONEDNN_MIN_SPEEDUP times as fast as the
+              default one (`onednn_gemm_speedup`, timed once per process), a network call whose largest layer does
+              at least ONEDNN_MIN_WORK multiply-adds per member (rows x d_in x d_out), where oneDNN's per-call cost
+              is repaid; smaller calls (acting, small networks) stay on baddbmm. On other CPUs, or where oneDNN is
               missing or fails its check, 'auto' is 'aten'.
 
 GPUs, bf16 autocast, other dtypes and a compiled update (`execution.compile_update`) always take baddbmm.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import time
 from collections.abc import Sequence
 
 import torch
@@ -34,11 +36,14 @@ CPU_MATMULS = ("auto", "onednn", "aten")
 # 'auto' multiplies with oneDNN where a network call's largest layer does at least this many multiply-adds per member:
 # a paper-size update (256 rows x 512 x 512) is at it; acting (1 to a few rows) and small networks are far below.
 ONEDNN_MIN_WORK = 2**24
-# CPU vendors on which 'auto' uses oneDNN: those where FlowRL updates were measured faster on oneDNN than on torch's
-# default BLAS (docs/speed.md, "cpu_matmul per CPU"). On the others (an Intel CPU with AMX measured slower on oneDNN
-# at every size) 'auto' is 'aten'. `python bench/bench_speed.py --hidden ...` re-measures the machine at hand and
-# names the fastest setting per size; `execution.cpu_matmul` then overrides the rule.
-ONEDNN_VENDORS = ("AuthenticAMD",)
+# 'auto' uses oneDNN on a CPU only where its float32 GEMM, timed once per process at a paper-size product
+# (ONEDNN_PROBE_SHAPE), is at least this many times as fast as torch's default BLAS: the member-by-member path spends
+# some of what a faster GEMM gains (copies, more calls), so a small lead does not pay (the CPUs measured, and the
+# leads that did and did not pay: docs/speed.md, "cpu_matmul per CPU"). `python bench/bench_speed.py --hidden ...`
+# measures whole updates on the machine at hand and names the fastest setting per size; `execution.cpu_matmul` then
+# overrides the rule.
+ONEDNN_MIN_SPEEDUP = 1.5
+ONEDNN_PROBE_SHAPE = (256, 512, 512)  # rows x d_in x d_out: one layer of a paper-size update at batch 256
 
 
 @functools.cache
@@ -54,9 +59,39 @@ def cpu_vendor() -> str:
     return platform.processor() or "unknown"
 
 
+@functools.cache
+def onednn_gemm_speedup() -> float:
+    """How many times as fast oneDNN's float32 GEMM is as torch's default one (addmm) on this CPU, at
+    ONEDNN_PROBE_SHAPE with this process's threads: the median of 5 alternating rounds' ratios of the best of 3
+    timed calls each, after a warm-up; about 0.1 s once per process. 0.0 where oneDNN's kernel is missing."""
+    if not onednn_linear_available():
+        return 0.0
+    rows, d_in, d_out = ONEDNN_PROBE_SHAPE
+    gen = torch.Generator().manual_seed(0)  # its own stream: the probe consumes none of the global RNG
+    x = torch.randn(rows, d_in, generator=gen)
+    w = torch.randn(d_out, d_in, generator=gen)
+    b = torch.randn(d_out, generator=gen)
+    kernels = (lambda: torch.addmm(b, x, w.t()), lambda: _onednn_mm(x, w, b))
+
+    def best_of(fn, reps=3):
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    with torch.no_grad():
+        for fn in kernels:
+            best_of(fn, 2)  # warm-up: oneDNN builds its primitive at the first call
+        ratios = sorted(best_of(kernels[0]) / best_of(kernels[1]) for _ in range(5))
+    return ratios[len(ratios) // 2]
+
+
 def onednn_pays_here() -> bool:
-    """Whether 'auto' should use oneDNN for large products on this CPU (its vendor is in ONEDNN_VENDORS)."""
-    return cpu_vendor() in ONEDNN_VENDORS
+    """Whether 'auto' should use oneDNN for large products on this CPU: its GEMM measured at least ONEDNN_MIN_SPEEDUP
+    times as fast as the default one (`onednn_gemm_speedup`)."""
+    return onednn_gemm_speedup() >= ONEDNN_MIN_SPEEDUP
 
 
 @functools.cache
