@@ -43,10 +43,10 @@ class Execution:
     # small networks); x86-64 only. The same function up to rounding; no effect on GPUs or under autocast
     # (flowrl/cpu_kernels.py, docs/speed.md)
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"
-    # torch.compile (inductor) of the update where it is not replayed as CUDA graphs: fewer, fused kernels, which pays
-    # on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first updates of each
-    # phase compile (minutes on a CPU, each session and after each rollback); the same function up to the rounding
-    # of its precision (float32; under bf16 autocast fused intermediates may stay float32)
+    # torch.compile (inductor) of the update's losses where it is not replayed as CUDA graphs: fewer, fused kernels,
+    # which pays on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first updates
+    # of each phase compile (each session and after each rollback); the same function up to the rounding of its
+    # precision (float32; under bf16 autocast fused intermediates may stay float32)
     compile_update: bool = False
 
     def __post_init__(self):
