@@ -373,3 +373,30 @@ def test_loaded_state_keeps_this_agents_optimizer_settings():
     for i in range(3, 6):  # and training continues exactly as the agent that wrote the state
         m_a, m_b = a.update(batch(seed=10 + i), i), b.update(batch(seed=10 + i), i)
         assert all(torch.equal(m_a[k], m_b[k]) for k in m_a)
+
+
+def test_one_backward_gives_each_critic_side_network_the_gradient_of_its_own_loss():
+    """update_step takes one backward of Q's, Q_b's and V_b's summed losses. That equals three backwards in turn only
+    if each loss reaches its own network's weights and no other's (targets, V_b(s') and pi(s') under no_grad): checked
+    per network against the gradient of its loss alone, and every other loss's gradient there is absent."""
+    from tests.conftest import SPEC as BATCH_SPEC
+    from tests.conftest import make_batch
+
+    torch.manual_seed(0)
+    agent = FlowRL(BATCH_SPEC, FlowRLConfig(hidden_dim=16), "cpu")
+    batch = Batch(*(x.unsqueeze(0) for x in make_batch(32, seed=3)))
+    losses = agent.critic_losses(batch, agent.update_noise(32, policy_phase=False))
+    own = {"critic_loss": agent.critic, "buffer_critic_loss": agent.buffer_critic, "value_loss": agent.value}
+    total = sum(losses[k] for k in own).sum()
+    for name, net in own.items():
+        params = list(net.parameters())
+        summed = torch.autograd.grad(total, params, retain_graph=True)
+        alone = torch.autograd.grad(losses[name].sum(), params, retain_graph=True)
+        for g_sum, g_alone in zip(summed, alone, strict=True):
+            assert g_alone.abs().sum() > 0, name  # the loss trains its network
+            torch.testing.assert_close(g_sum, g_alone, rtol=0, atol=0)
+        for other in own.keys() - {name}:
+            grads = torch.autograd.grad(losses[other].sum(), params, retain_graph=True, allow_unused=True)
+            assert all(g is None for g in grads), f"{other} reaches {name}'s network"
+    for frozen in (agent.policy, agent.critic_target, agent.buffer_critic_target):
+        assert all(p.grad is None for p in frozen.parameters())

@@ -230,9 +230,12 @@ class FlowRL(EnsembleAgent):
     def critic_losses(self, batch: Batch, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Steps 1-3 of an update: the per-member losses (n,) of Q, Q_b and V_b (with their graphs), the metrics of
         their Q values, and min Q_b(s, a) at the buffer actions (n, B, 1; no gradient) for the policy step."""
-        c = self.config
+        c, autocast = self.config, lambda: self.execution.autocast(self.device)
         obs, action, reward, next_obs, not_done = batch
-        with self.execution.autocast(self.device):
+        # One autocast block per network's loss: V_b runs under no_grad in step 2 and with gradients in step 3, and
+        # torch versions whose autocast weight-cast cache outlives no_grad would hand step 3 bf16 weights without
+        # autograd history (no gradient for V_b); leaving a block clears that cache.
+        with autocast():
             # 1. Critic toward r + gamma * min Q'(s', pi(s')).
             with torch.no_grad():
                 q1_next, q2_next = self.critic_target(next_obs, self.sample(next_obs, noise["next_a0"]))
@@ -240,6 +243,7 @@ class FlowRL(EnsembleAgent):
             q1, q2 = self.critic(obs, action)
             critic_loss = batch_mean((q1.float() - target) ** 2) + batch_mean((q2.float() - target) ** 2)
 
+        with autocast():
             # 2. Buffer critic toward r + gamma * V_b(s').
             with torch.no_grad():
                 target_b = (reward + not_done * c.gamma * self.value(next_obs)).float()
@@ -247,6 +251,7 @@ class FlowRL(EnsembleAgent):
             q_buffer = torch.min(qb1, qb2).detach()
             buffer_loss = batch_mean((qb1.float() - target_b) ** 2) + batch_mean((qb2.float() - target_b) ** 2)
 
+        with autocast():
             # 3. V_b: expectile regression on the target buffer critic at buffer actions.
             with torch.no_grad():
                 q_target_b = torch.min(*self.buffer_critic_target(obs, action))
