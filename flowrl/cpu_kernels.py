@@ -59,19 +59,24 @@ def cpu_vendor() -> str:
     return platform.processor() or "unknown"
 
 
-@functools.cache
 def onednn_gemm_speedup() -> float:
     """How many times as fast oneDNN's float32 GEMM is as torch's default one (addmm) on this CPU, at
-    ONEDNN_PROBE_SHAPE with this process's threads: the median of 5 alternating rounds' ratios of the best of 3
-    timed calls each, after a warm-up; about 0.1 s once per process. 0.0 where oneDNN's kernel is missing."""
+    ONEDNN_PROBE_SHAPE with the weight transposed as the ensemble layers pass it and with this process's current
+    thread count: the median of 5 alternating rounds' ratios of the best of 3 timed calls each, after a warm-up;
+    some tens of milliseconds, once per process and thread count. 0.0 where oneDNN's kernel is missing."""
+    return _gemm_speedup(torch.get_num_threads())
+
+
+@functools.cache
+def _gemm_speedup(threads: int) -> float:
     if not onednn_linear_available():
         return 0.0
     rows, d_in, d_out = ONEDNN_PROBE_SHAPE
     gen = torch.Generator().manual_seed(0)  # its own stream: the probe consumes none of the global RNG
     x = torch.randn(rows, d_in, generator=gen)
-    w = torch.randn(d_out, d_in, generator=gen)
+    w_t = torch.randn(d_in, d_out, generator=gen).t()  # (d_out, d_in) with transposed strides, as in use
     b = torch.randn(d_out, generator=gen)
-    kernels = (lambda: torch.addmm(b, x, w.t()), lambda: _onednn_mm(x, w, b))
+    kernels = (lambda: torch.addmm(b, x, w_t.t()), lambda: _onednn_mm(x, w_t, b))
 
     def best_of(fn, reps=3):
         times = []

@@ -59,7 +59,8 @@ class Execution:
                 f"execution graph_warmup={self.graph_warmup!r}: at least 1 eager update is needed (it "
                 "creates the optimiser state a graph must point at)"
             )
-        resolve_cpu_matmul(self.cpu_matmul)  # 'onednn' on a torch without it fails here, before a run writes anything
+        if self.cpu_matmul == "onednn":  # on a torch without it this fails here, before a run writes anything ('auto'
+            resolve_cpu_matmul(self.cpu_matmul)  # is resolved when the agent is built, at the run's thread count)
 
     def bf16(self, device: torch.device) -> bool:
         """Whether the updates run under bf16 autocast on `device`."""

@@ -24,7 +24,7 @@ import yaml
 
 from flowrl.checkpoint import checkpoint_paths, load_latest_checkpoint, remove_checkpoint
 from flowrl.config import RunConfig, config_diff, config_to_dict, resume_config, with_current_defaults
-from flowrl.cpu_kernels import cpu_vendor, onednn_gemm_speedup, onednn_linear_available
+from flowrl.cpu_kernels import cpu_vendor, onednn_linear_available
 from flowrl.provenance import manifest, now
 
 log = logging.getLogger("flowrl")
@@ -272,9 +272,7 @@ class RunSession:
             "host": socket.gethostname(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "onednn_linear": onednn_linear_available(),  # what FlowRL's cpu_matmul=auto may use here
-            "cpu_vendor": cpu_vendor(),
-            # with onednn_linear, what cpu_matmul=auto chose (flowrl/cpu_kernels.py): oneDNN if >= ONEDNN_MIN_SPEEDUP
-            "onednn_gemm_speedup": round(onednn_gemm_speedup(), 3),
+            "cpu_vendor": cpu_vendor(),  # the kernel cpu_matmul=auto chose, and why: execution.cpu_matmul below
             "execution_settings": config_to_dict(self.cfg)["execution"],
         }  # this session's: may change
         self.info.setdefault("sessions", []).append(self.record)

@@ -237,6 +237,23 @@ def test_auto_uses_onednn_only_where_its_gemm_measures_well_ahead(monkeypatch):
         assert resolve_cpu_matmul("auto") == expected, measured
         assert set_cpu_matmul(EnsembleLinear(2, 512, 512), "auto") == expected
         assert resolve_cpu_matmul("onednn") == "onednn"  # forcing it works on any CPU that has the kernel
+    # Each run's manifest says which kernel auto chose and the timing it went by (execution_report).
+    import numpy as np
+
+    from flowrl.agents.base import EnvSpec
+    from flowrl.agents.flowrl import FlowRL, FlowRLConfig
+
+    spec = EnvSpec(3, 2, -np.ones(2, np.float32), np.ones(2, np.float32))
+    for measured, start in [
+        (2.0, "auto: oneDNN for calls of >= 2^24"),
+        (1.2, "aten (auto: oneDNN's GEMM measured 1.20x"),
+    ]:
+        monkeypatch.setattr(cpu_kernels, "onednn_gemm_speedup", lambda m=measured: m)
+        monkeypatch.setattr("flowrl.agents.ensemble_agent.onednn_gemm_speedup", lambda m=measured: m)
+        report = FlowRL(spec, FlowRLConfig(hidden_dim=8)).execution_report()["cpu_matmul"]
+        assert report.startswith(start), report
+    forced = FlowRL(spec, FlowRLConfig(hidden_dim=8), execution=FlowRL.Execution(cpu_matmul="aten"))
+    assert forced.execution_report()["cpu_matmul"] == "aten (set)"
 
 
 def test_cpu_matmul_names_are_checked(monkeypatch):

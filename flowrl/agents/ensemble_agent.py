@@ -26,13 +26,14 @@ import torch
 from torch import nn
 
 from flowrl.agents.base import Agent, Batch, BatchedAgent, EnvSpec, stack_states, unstack_state
+from flowrl.cpu_kernels import ONEDNN_MIN_SPEEDUP, ONEDNN_MIN_WORK, onednn_gemm_speedup, onednn_linear_available
 from flowrl.cuda_graphs import GraphedStep, graph_ready_adam, keep_optimizer_settings, tolerance, training_state
 from flowrl.ensemble import member_generators, set_cpu_matmul
 from flowrl.execution import Execution
 
 PER_MEMBER = ("generators", "eval_generators")  # state entries holding one item per member
-# Compiled variants of one loss function per process: one per agent (its networks are guarded), again after every
-# load_state_dict, for every agent of the process (the bench holds several).
+# Compiled variants of one loss function per process: one per agent and phase layout (its networks are guarded), for
+# every agent of the process (the bench holds several).
 # torch's default of 8 would make later ones run eager without an error.
 COMPILE_RECOMPILE_LIMIT = 64
 
@@ -120,10 +121,12 @@ class EnsembleAgent(Agent, BatchedAgent):
 
     def compiled(self, name: str):
         """The method `name` (a loss computation of `update_step`), under torch.compile where execution.compile_update
-        is on and the update is not replayed as CUDA graphs; else the method itself. The forward passes and losses
-        compile (with their backward, which autograd then runs as compiled code); `backward()` calls and optimiser
-        steps stay eager between them: compiling the whole update measured slower, as each of those breaks its graph
-        (docs/speed.md, "execution.compile_update")."""
+        is on and the update is not replayed as CUDA graphs; else the method itself. An agent's `update_step` calls
+        its loss methods through this (FlowRL: critic_losses, policy_loss); what it calls directly runs eager. The
+        forward passes and losses compile (with their backward, which autograd then runs as compiled code);
+        `backward()` calls and optimiser steps stay eager between them: compiling the whole update measured slower,
+        as each of those breaks its graph (docs/speed.md, "execution.compile_update"). load_state_dict copies into
+        the same tensors, so the compiled code stays valid across rollbacks and resumes."""
         if not self.execution.compile_update or self._graphs is not None:
             return getattr(self, name)
         if name not in self._compiled:
@@ -157,7 +160,27 @@ class EnsembleAgent(Agent, BatchedAgent):
             report["compile_update"] = (
                 "on: torch.compile (inductor) of the update's losses (products as inductor picks)"
             )
+        if self.device.type == "cpu":
+            report["cpu_matmul"] = self.cpu_matmul_report()
         return report
+
+    def cpu_matmul_report(self) -> str:
+        """The float32 CPU matmul the layers use (`set_cpu_matmul`), and for 'auto' the GEMM timing it went by."""
+        if self.cpu_matmul == "auto":
+            return (
+                f"auto: oneDNN for calls of >= 2^{ONEDNN_MIN_WORK.bit_length() - 1} multiply-adds per member, "
+                f"its GEMM measured {onednn_gemm_speedup():.2f}x the default one here"
+            )
+        if self.execution.cpu_matmul == "auto":
+            why = (
+                "no oneDNN linear kernel"
+                if not onednn_linear_available()
+                else (
+                    f"oneDNN's GEMM measured {onednn_gemm_speedup():.2f}x the default one, below {ONEDNN_MIN_SPEEDUP}x"
+                )
+            )
+            return f"aten (auto: {why})"
+        return f"{self.cpu_matmul} (set)"
 
     # ------------------------------------------------------------------------------------ state
     def _trained(self) -> list[str]:
@@ -184,7 +207,6 @@ class EnsembleAgent(Agent, BatchedAgent):
         keep_optimizer_settings(self._optimizers().values(), self._capturable)  # not the file's fused/capturable
         if self._graphs is not None:
             self._graphs.reset()  # optimiser state tensors were replaced: the captured graphs point at the old ones
-        self._compiled = {}  # and the compiled losses are made afresh at the next update
         for k in self.counters:
             setattr(self, k, state["counters"][k])
         for g, s in zip(self.generators + self.eval_generators, state["generators"] + state["eval_generators"]):
