@@ -280,7 +280,11 @@ def test_watch_redraws_until_interrupted(study_tree):
                 break
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # leave no watcher behind; the assertion below reports it
+            proc.wait()
     assert proc.returncode == 0 and sum(ln.startswith("9 runs:") for ln in seen) == 2, "".join(seen)
 
 
