@@ -262,7 +262,7 @@ def measure_hidden_grid(
     oneDNN FlowRL also runs with each `cpu_matmul` backend forced, so the grid shows which kernel wins where (the
     rule `cpu_matmul=auto` follows). Returns {hidden: {contender: median updates/s}} and, per size and contender,
     the median of its per-round ratios to that size's official-style update. `compile_update` adds FlowRL with
-    `execution.compile_update` (torch.compile of the update; its compilation falls in the warm-up)."""
+    `execution.compile_update` (torch.compile of its losses; their compilation falls in the warm-up)."""
     import statistics
 
     import torch
@@ -659,7 +659,7 @@ def main():
     ap.add_argument(
         "--compile-update",
         action="store_true",
-        help="with --hidden: also FlowRL with execution.compile_update (torch.compile of its update)",
+        help="with --hidden: also FlowRL with execution.compile_update (torch.compile of its losses)",
     )
     ap.add_argument(
         "--profile",
