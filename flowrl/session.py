@@ -272,7 +272,7 @@ class RunSession:
             "host": socket.gethostname(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "onednn_linear": onednn_linear_available(),  # what FlowRL's cpu_matmul=auto may use here
-            "cpu_vendor": cpu_vendor(),  # the kernel cpu_matmul=auto chose, and why: execution.cpu_matmul below
+            "cpu_vendor": cpu_vendor(),  # which kernel cpu_matmul=auto chose, and why: this record's execution
             "execution_settings": config_to_dict(self.cfg)["execution"],
         }  # this session's: may change
         self.info.setdefault("sessions", []).append(self.record)

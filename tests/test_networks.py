@@ -249,7 +249,6 @@ def test_auto_uses_onednn_only_where_its_gemm_measures_well_ahead(monkeypatch):
         (1.2, "aten (auto: oneDNN's GEMM measured 1.20x"),
     ]:
         monkeypatch.setattr(cpu_kernels, "onednn_gemm_speedup", lambda m=measured: m)
-        monkeypatch.setattr("flowrl.agents.ensemble_agent.onednn_gemm_speedup", lambda m=measured: m)
         report = FlowRL(spec, FlowRLConfig(hidden_dim=8)).execution_report()["cpu_matmul"]
         assert report.startswith(start), report
     forced = FlowRL(spec, FlowRLConfig(hidden_dim=8), execution=FlowRL.Execution(cpu_matmul="aten"))

@@ -25,8 +25,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from flowrl import cpu_kernels
 from flowrl.agents.base import Agent, Batch, BatchedAgent, EnvSpec, stack_states, unstack_state
-from flowrl.cpu_kernels import ONEDNN_MIN_SPEEDUP, ONEDNN_MIN_WORK, onednn_gemm_speedup, onednn_linear_available
 from flowrl.cuda_graphs import GraphedStep, graph_ready_adam, keep_optimizer_settings, tolerance, training_state
 from flowrl.ensemble import member_generators, set_cpu_matmul
 from flowrl.execution import Execution
@@ -166,21 +166,15 @@ class EnsembleAgent(Agent, BatchedAgent):
 
     def cpu_matmul_report(self) -> str:
         """The float32 CPU matmul the layers use (`set_cpu_matmul`), and for 'auto' the GEMM timing it went by."""
+        if self.execution.cpu_matmul != "auto":
+            return f"{self.cpu_matmul} (set)"
+        if not cpu_kernels.onednn_linear_available():
+            return "aten (auto: no oneDNN linear kernel)"
+        lead = f"oneDNN's GEMM measured {cpu_kernels.onednn_gemm_speedup():.2f}x the default one"
         if self.cpu_matmul == "auto":
-            return (
-                f"auto: oneDNN for calls of >= 2^{ONEDNN_MIN_WORK.bit_length() - 1} multiply-adds per member, "
-                f"its GEMM measured {onednn_gemm_speedup():.2f}x the default one here"
-            )
-        if self.execution.cpu_matmul == "auto":
-            why = (
-                "no oneDNN linear kernel"
-                if not onednn_linear_available()
-                else (
-                    f"oneDNN's GEMM measured {onednn_gemm_speedup():.2f}x the default one, below {ONEDNN_MIN_SPEEDUP}x"
-                )
-            )
-            return f"aten (auto: {why})"
-        return f"{self.cpu_matmul} (set)"
+            min_work = cpu_kernels.ONEDNN_MIN_WORK.bit_length() - 1
+            return f"auto: oneDNN for calls of >= 2^{min_work} multiply-adds per member ({lead} here)"
+        return f"aten (auto: {lead}, below {cpu_kernels.ONEDNN_MIN_SPEEDUP}x)"
 
     # ------------------------------------------------------------------------------------ state
     def _trained(self) -> list[str]:
