@@ -14,6 +14,11 @@ finished runs (a DONE marker) are used; unfinished ones are listed and left out.
   curves.png     per task: each run thin, the mean of each side thick, the official min-max envelope shaded
   report.json    the margin, the runs left out, and which code trained each run (commits, file digests)
 
+A task already reported in --out (a row of its summary.csv with its <task>.csv) whose runs are not under RUNS
+is kept: its evaluations are read back from <task>.csv, its provenance from the old report.json, and it is
+summarised again with the new ones, so adding a task never drops one whose run directories are gone. A task under
+RUNS replaces its old rows. To drop a task, delete its <task>.csv.
+
 Statistics (few seeds): two one-sided Welch t-tests (TOST) on the final return, H0: |mu_ours - mu_official| >=
 margin, at alpha 0.05, i.e. equivalence is concluded when the 90% interval of the difference lies inside
 (-margin, margin); margin 100 by default, a tenth of the DMC return range [0, 1000]. Per-step envelope: at how
@@ -40,6 +45,7 @@ from flowrl.analysis.references import STEP_AXIS  # noqa: E402
 from flowrl.analysis.stats import tost_welch  # noqa: E402
 
 SIDES = ("ours", "official")
+CURVE_COLUMNS = ["task", "implementation", "seed", "step", "return_mean", "episodes", "wall_time"]
 COLOURS = {"ours": "#1f77b4", "official": "#d62728"}
 LABELS = {"ours": "this repository", "official": "official code (bytedance/FlowRL)"}
 
@@ -80,14 +86,45 @@ def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
         df.insert(0, "seed", int(match.group(1)))
         df.insert(0, "implementation", side)
         df.insert(0, "task", task)
-        frames.append(df[["task", "implementation", "seed", "step", "return_mean", "episodes", "wall_time"]].copy())
+        frames.append(df[CURVE_COLUMNS].copy())
         frames[-1].attrs["provenance"] = {"run": f"{task}/{side}/{run.name}", **provenance(run, side)}
     if not frames:
-        raise SystemExit(f"error: no finished run under {runs}/<task>/(ours|official)/seed<k>/ (each needs DONE)")
+        return pd.DataFrame(columns=CURVE_COLUMNS), skipped
     sources = [f.attrs["provenance"] for f in frames]
     out = pd.concat(frames, ignore_index=True)
     out.attrs = {"provenance": sources}
     return out, skipped
+
+
+def previous_tasks(out: Path, fresh: set[str]) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """The tasks an earlier report in `out` holds and `fresh` (the tasks under --runs) does not: their evaluations
+    (from <task>.csv), their runs' provenance and left-out runs (from report.json)."""
+    summary = out / "summary.csv"
+    if not summary.is_file():
+        return pd.DataFrame(columns=CURVE_COLUMNS), [], []
+    old = [t for t in pd.read_csv(summary)["task"].astype(str) if t not in fresh]
+    frames = []
+    for task in old:
+        path = out / f"{task}.csv"
+        if not path.is_file():
+            continue  # deleted by the user: the task is dropped
+        df = pd.read_csv(path)
+        missing = [c for c in CURVE_COLUMNS if c not in df.columns]
+        if missing or set(df["task"].astype(str)) != {task}:
+            raise SystemExit(
+                f"error: {path}: not a curve table of task {task} written by this report (missing {missing} or "
+                "other tasks' rows); restore it from git or delete it to drop the task"
+            )
+        frames.append(df[CURVE_COLUMNS])
+    kept = sorted({str(t) for f in frames for t in f["task"]})
+    try:
+        meta = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    sources = [r for r in meta.get("runs", []) if str(r.get("run", "")).split("/")[0] in kept]
+    left_out = [e for e in meta.get("left_out", []) if any(f"{t}/" in e for t in kept)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
+    return df, sources, left_out
 
 
 def summarise(df: pd.DataFrame, margin: float) -> list[dict]:
@@ -203,7 +240,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.margin > 0:
         p.error(f"--margin {args.margin}: must be > 0 (return units; 100 is a tenth of DMC's return range)")
-    df, skipped = load_runs(args.runs)
+    fresh, skipped = load_runs(args.runs)
+    kept, kept_sources, kept_left_out = previous_tasks(args.out, set(fresh["task"]))
+    if fresh.empty and kept.empty:
+        raise SystemExit(
+            f"error: no finished run under {args.runs}/<task>/(ours|official)/seed<k>/ (each needs DONE), and no "
+            f"earlier report in {args.out} to keep"
+        )
+    for task in sorted(set(kept["task"])):
+        print(
+            f"kept from {args.out}: {task} (its runs are not under {args.runs}; "
+            f"delete {args.out}/{task}.csv to drop it)"
+        )
+    df = pd.concat([f for f in (fresh, kept) if not f.empty], ignore_index=True)
+    df.attrs = {"provenance": fresh.attrs.get("provenance", []) + kept_sources}
+    skipped = skipped + kept_left_out
     rows = summarise(df, args.margin)
     args.out.mkdir(parents=True, exist_ok=True)
     for task, tdf in df.groupby("task"):

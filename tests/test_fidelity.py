@@ -129,6 +129,48 @@ def test_report_tables_statistics_and_figure(tmp_path):
 
 
 @pytest.mark.subprocess
+def test_report_keeps_tasks_whose_runs_are_gone(tmp_path):
+    out = tmp_path / "out"
+    for seed, end in enumerate([810, 820, 830]):
+        _run_dir(tmp_path / "a", "cartpole-swingup", "ours", seed, [100, end])
+        _run_dir(tmp_path / "a", "cartpole-swingup", "official", seed, [90, end - 20])
+    assert _report("--runs", str(tmp_path / "a"), "--out", str(out)).returncode == 0
+    first_curves = (out / "cartpole-swingup.csv").read_text()
+    first_row = pd.read_csv(out / "summary.csv").iloc[0]
+    # A later report of another task, from a runs folder without cartpole's run directories
+    for seed, end in enumerate([600, 650]):
+        _run_dir(tmp_path / "b", "walker-stand", "ours", seed, [200, 400, end])
+        _run_dir(tmp_path / "b", "walker-stand", "official", seed, [210, 380, end + 10])
+    proc = _report("--runs", str(tmp_path / "b"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"kept from {out}: cartpole-swingup" in proc.stdout
+    summary = pd.read_csv(out / "summary.csv").set_index("task")
+    assert list(summary.index) == ["cartpole-swingup", "walker-stand"]
+    kept = summary.loc["cartpole-swingup"]
+    assert (kept.ours_final_mean, kept.official_final_mean, kept.tost_p) == (
+        first_row.ours_final_mean,
+        first_row.official_final_mean,
+        first_row.tost_p,
+    )
+    assert summary.loc["walker-stand"].ours_final_mean == 625.0
+    assert (out / "cartpole-swingup.csv").read_text() == first_curves
+    runs = [r["run"] for r in json.loads((out / "report.json").read_text())["runs"]]
+    assert sorted(runs) == sorted(
+        [f"walker-stand/{s}/seed{k}" for s in ("ours", "official") for k in (0, 1)]
+        + [f"cartpole-swingup/{s}/seed{k}" for s in ("ours", "official") for k in (0, 1, 2)]
+    )
+    # Deleting a task's curve table drops it from the next report
+    (out / "cartpole-swingup.csv").unlink()
+    assert _report("--runs", str(tmp_path / "b"), "--out", str(out)).returncode == 0
+    assert list(pd.read_csv(out / "summary.csv")["task"]) == ["walker-stand"]
+    # A damaged curve table is refused, not silently dropped or misread
+    (out / "walker-stand.csv").write_text("task,step\nwalker-stand,5\n")
+    (out / "summary.csv").write_text("task\nwalker-stand\n")
+    proc = _report("--runs", str(tmp_path / "a"), "--out", str(out))
+    assert proc.returncode != 0 and "walker-stand.csv: not a curve table" in proc.stderr
+
+
+@pytest.mark.subprocess
 def test_report_refuses_runs_of_different_budgets(tmp_path):
     for seed in (0, 1):
         _run_dir(tmp_path / "runs", "walker-stand", "ours", seed, [100, 200, 300])
