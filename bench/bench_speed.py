@@ -308,6 +308,8 @@ def measure_hidden_grid(
 
 
 def print_hidden_grid(grid, rounds, per_round, batch_size):
+    from flowrl.execution import COMPILE_AUTO_MIN_UPDATES
+
     hiddens = list(grid["ups"])
     names = list(grid["ups"][hiddens[0]])
     print(
@@ -324,6 +326,10 @@ def print_hidden_grid(grid, rounds, per_round, batch_size):
     print(
         "  fastest FlowRL setting per size: "
         + ", ".join(f"{h}: {best[h]} {grid['ratio'][h][best[h]]:.2f}x" for h in hiddens)
+    )
+    print(
+        "  'flowrl' is the eager update; a flowrl-train run on a CPU compiles it by default from "
+        f"{COMPILE_AUTO_MIN_UPDATES} planned updates on (execution.compile_update=auto): 'flowrl, compile_update'"
     )
 
 

@@ -299,7 +299,13 @@ def with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 LEGACY_VALUES: dict[str, Any] = {
     "replay_split": "round",  # runs took round(B * fraction) recent indices (205 + 51 at B=256)
     "execution.act_precision": "amp",  # FlowRL acted and evaluated under its update autocast (bf16 on CUDA)
+    "execution.compile_update": False,  # updates ran eager (the default was false until "auto")
 }
+# Keys whose default changed after runs had saved the old one: a run saved with the old default resumes with it
+# where the command holds the new default, as one saved without the key does (LEGACY_VALUES), so the same command
+# resumes it as it trained (a compiled update rounds differently from the eager one); another value given explicitly
+# applies.
+OLD_DEFAULTS: dict[str, Any] = {"execution.compile_update": False}
 
 
 def _section_defaults(algo: Any, section: str) -> dict[str, Any]:
@@ -371,10 +377,12 @@ def resume_config(saved: Any, cfg: RunConfig) -> RunConfig:
                 changes[key] = value
             continue
         section, defaults = getattr(cfg, head), _section_defaults(cfg.algo, head)
+        saved_section = saved.get(head) or {}
+        old_default = rest in saved_section and key in OLD_DEFAULTS and saved_section[rest] is OLD_DEFAULTS[key]
         if (
             rest in defaults
             and dataclasses.is_dataclass(section)
-            and rest not in (saved.get(head) or {})
+            and (rest not in saved_section or old_default)
             and getattr(section, rest) == defaults[rest]
         ):
             section_changes[head][rest] = value

@@ -24,6 +24,49 @@ import torch
 from flowrl.config import check_fields
 from flowrl.cpu_kernels import resolve_cpu_matmul
 
+# compile_update=auto compiles runs with at least this many updates: compilation takes ~5-60 s per session (inductor's
+# on-disk cache cold or warm) and saves ~15-50% of every update on a CPU (docs/speed.md), so a run of this length or
+# more gains minutes; shorter ones (tests, tutorials, the default study) stay eager
+COMPILE_AUTO_MIN_UPDATES = 20_000
+
+
+def planned_updates(steps: int, start_steps: int, updates_per_step: int) -> int:
+    """The updates of a whole run (not of one session: every session of a run decides compile_update=auto alike)."""
+    return max(0, steps - start_steps) * updates_per_step
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor's CPU backend would call ($CXX, else c++/g++/clang++ on PATH), or None."""
+    import os
+    import shutil
+
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def decide_compile(setting, device: torch.device, updates: int | None) -> tuple[bool, str | None]:
+    """Whether the update's losses run under torch.compile, and the line the run's manifest records (None: nothing
+    to record, compile_update=false). `updates`: the run's planned updates (`planned_updates`), None where unknown
+    (an agent built outside flowrl-train: benches, tests, notebooks)."""
+    if setting is True:
+        return True, "on: torch.compile (inductor) of the update's losses (products as inductor picks)"
+    if setting is False:
+        return False, None
+    if device.type != "cpu":
+        return False, f"off (auto): compile_update=auto compiles on CPUs only (device {device})"
+    if updates is None:
+        return False, "off (auto): the run's length is unknown here (set compile_update=true to compile)"
+    if updates < COMPILE_AUTO_MIN_UPDATES:
+        return False, (
+            f"off (auto): {updates} updates planned, fewer than {COMPILE_AUTO_MIN_UPDATES}, so compiling would not pay"
+        )
+    compiler = cxx_compiler()
+    if compiler is None:
+        return False, "off (auto): no C++ compiler for inductor's CPU backend (install g++ or set CXX)"
+    return True, f"on (auto): {updates} updates planned on a CPU; torch.compile (inductor, {compiler}) of the losses"
+
 
 @dataclasses.dataclass
 class Execution:
@@ -46,14 +89,16 @@ class Execution:
     # torch.compile (inductor) of the update's losses where it is not replayed as CUDA graphs: fewer, fused kernels,
     # which pays on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first updates
     # of each phase compile (each session and after each rollback); the same function up to the rounding of its
-    # precision (float32; under bf16 autocast fused intermediates may stay float32)
-    compile_update: bool = False
+    # precision (float32; under bf16 autocast fused intermediates may stay float32). "auto": on CPUs for runs of at
+    # least COMPILE_AUTO_MIN_UPDATES updates (where the seconds of compilation pay), off otherwise (`decide_compile`)
+    compile_update: Literal["auto", True, False] = "auto"
 
     def __post_init__(self):
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"execution cuda_graphs={self.cuda_graphs!r}: expected true or false")
+        if not (isinstance(self.compile_update, bool) or self.compile_update == "auto"):  # not 1 / 0 either
+            raise ValueError(f"execution compile_update={self.compile_update!r}: expected true, false or auto")
         check_fields(self, "execution", {})  # the Literal choices of amp, act_precision and cpu_matmul
-        for name in ("cuda_graphs", "compile_update"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"execution {name}={getattr(self, name)!r}: expected true or false")
         if self.graph_warmup < 1:
             raise ValueError(
                 f"execution graph_warmup={self.graph_warmup!r}: at least 1 eager update is needed (it "

@@ -28,6 +28,7 @@ from flowrl.agents.base import Batch, BatchedAgent, OneMember
 from flowrl.agents.registry import get_agent_class, make_agent
 from flowrl.checkpoint import CheckpointError, checkpoint_paths, non_finite, save_checkpoint
 from flowrl.config import RunConfig
+from flowrl.execution import planned_updates
 from flowrl.members import Member, derived_seed
 from flowrl.session import (
     LOCK_NAME,
@@ -135,6 +136,14 @@ class DivergenceGuard:
         )
 
 
+def _planned(agent, cfg):
+    """`agent` told the run's planned updates where it has execution settings (what compile_update=auto decides by:
+    the whole run's, so every session of a run decides alike)."""
+    if hasattr(agent, "planned_updates"):
+        agent.planned_updates = planned_updates(cfg.steps, cfg.start_steps, cfg.updates_per_step)
+    return agent
+
+
 class Training:
     """Runs in lockstep: `members` (one per run directory, all at the same step, with the same settings but task
     and seed) and their batched `agent`."""
@@ -165,10 +174,11 @@ class Training:
             if single:
                 if resumed:
                     fresh.load_state_dict(states[0])
-                return cls(members, OneMember(fresh), device)
+                return cls(members, OneMember(_planned(fresh, cfg)), device)
             agent_cls = get_agent_class(cfg.algo)  # built with the run's execution settings where it has any
             execution = {} if getattr(agent_cls, "Execution", None) is None else {"execution": cfg.execution}
-            return cls(members, agent_cls.stack(states, members[0].spec, cfg.agent, device, **execution), device)
+            stacked = agent_cls.stack(states, members[0].spec, cfg.agent, device, **execution)
+            return cls(members, _planned(stacked, cfg), device)
         except BaseException:
             for m in members:
                 m.close()

@@ -21,7 +21,7 @@ from flowrl.config import (
     with_execution_section,
 )
 from flowrl.cpu_kernels import onednn_linear_available
-from flowrl.execution import Execution
+from flowrl.execution import COMPILE_AUTO_MIN_UPDATES, Execution, decide_compile, planned_updates
 
 MOVED = ("amp", "act_precision", "cuda_graphs", "graph_warmup", "cpu_matmul")
 
@@ -147,7 +147,7 @@ def test_a_compiled_update_is_the_eager_update_to_rounding():
         eager.update(make_batch(32, seed=9), 4)["critic_loss"].numpy(),
         rtol=1e-4,
     )
-    with pytest.raises(ValueError, match="compile_update='yes': expected true or false"):
+    with pytest.raises(ValueError, match="compile_update='yes': expected true, false or auto"):
         Execution(compile_update="yes")
 
 
@@ -179,3 +179,106 @@ def test_a_compiled_update_on_onednn_compiles_its_products_as_aten():
         np.testing.assert_allclose(compiled.state_dict()["critic"][name].numpy(), p_e.numpy(), rtol=1e-4, atol=1e-6)
     x = torch.zeros(1, 4, SPEC.obs_dim + SPEC.act_dim + 1)  # a policy input, as acting makes it
     assert compiled.policy.net[0].uses_onednn(x), "eager calls outside the compiled update keep oneDNN"
+
+
+def test_compile_auto_decides_by_device_length_and_compiler(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert Execution().compile_update == "auto"
+    assert decide_compile(False, cpu, 10**6) == (False, None)
+    assert decide_compile(True, cpu, 10)[0] and decide_compile(True, cuda, None)[0]  # true compiles wherever it runs
+    assert decide_compile("auto", cpu, None) == (
+        False,
+        "off (auto): the run's length is unknown here (set compile_update=true to compile)",
+    )
+    short = decide_compile("auto", cpu, COMPILE_AUTO_MIN_UPDATES - 1)
+    assert not short[0] and f"{COMPILE_AUTO_MIN_UPDATES - 1} updates planned, fewer than" in short[1]
+    assert not decide_compile("auto", cuda, 10**6)[0]  # GPUs replay CUDA graphs instead
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    monkeypatch.setenv("PATH", "")
+    assert decide_compile("auto", cpu, 10**6) == (
+        False,
+        "off (auto): no C++ compiler for inductor's CPU backend (install g++ or set CXX)",
+    )
+    monkeypatch.undo()
+    on, line = decide_compile("auto", cpu, COMPILE_AUTO_MIN_UPDATES)
+    assert on and line.startswith(f"on (auto): {COMPILE_AUTO_MIN_UPDATES} updates planned on a CPU")
+    # a run's length: its updates after the random warm-up, the same in every session of it
+    assert planned_updates(steps=100_000, start_steps=5000, updates_per_step=2) == 190_000
+    assert planned_updates(steps=100, start_steps=5000, updates_per_step=1) == 0
+    for bad in (1, 0, "yes", None):
+        with pytest.raises(ValueError, match="expected true, false or auto"):
+            Execution(compile_update=bad)
+
+
+def _broken_compile(fn):
+    def compiled(*args):
+        raise RuntimeError("InductorError: C++ compile error (a stand-in for a broken toolchain)\nmore detail")
+
+    return compiled
+
+
+def test_compile_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    """Where compiling fails, compile_update=auto warns, records why and trains exactly as the eager update does;
+    compile_update=true lets the error through."""
+    from flowrl.agents import ensemble_agent
+    from tests.conftest import SPEC, make_batch
+
+    monkeypatch.setattr(ensemble_agent, "compile_fn", _broken_compile)
+    agents = []
+    for setting in ("auto", False, True):
+        torch.manual_seed(0)
+        agent = FlowRL(SPEC, FlowRL.Config(hidden_dim=16), "cpu", execution=Execution(compile_update=setting))
+        agent.planned_updates = 10 * COMPILE_AUTO_MIN_UPDATES
+        agents.append(agent)
+    auto, eager, strict = agents
+    with pytest.warns(RuntimeWarning, match="compile_update=auto could not compile critic_losses .*continuing eager"):
+        got = [auto.update(make_batch(32, seed=s), s) for s in range(3)]
+    want = [eager.update(make_batch(32, seed=s), s) for s in range(3)]
+    for g, w in zip(got, want):
+        assert {k: v.tolist() for k, v in g.items()} == {k: v.tolist() for k, v in w.items()}  # bit for bit
+    for name, t in auto.state_dict()["critic"].items():
+        assert torch.equal(t, eager.state_dict()["critic"][name]), name
+    assert auto.execution_report()["compile_update"] == (
+        "off (auto): compiling critic_losses failed, so the update runs eager: RuntimeError: InductorError: C++ "
+        "compile error (a stand-in for a broken toolchain)"
+    )
+    assert "compile_update" not in eager.execution_report()  # false: nothing to record
+    with pytest.raises(RuntimeError, match="a stand-in for a broken toolchain"):
+        strict.update(make_batch(32, seed=0), 0)
+
+
+@pytest.mark.slow  # compiles both phases of a tiny FlowRL (about half a minute on two cores)
+def test_compile_auto_compiles_a_long_run_and_not_a_short_one():
+    import torch._dynamo
+
+    from tests.conftest import SPEC, make_batch
+
+    torch._dynamo.reset()
+    agents = {}
+    for planned in (None, COMPILE_AUTO_MIN_UPDATES - 1, COMPILE_AUTO_MIN_UPDATES):
+        torch.manual_seed(0)
+        agent = FlowRL(SPEC, FlowRL.Config(hidden_dim=16), "cpu", execution=Execution(cpu_matmul="aten"))
+        agent.planned_updates = planned
+        for step in range(2):
+            agent.update(make_batch(32, seed=step), step)
+        agents[planned] = agent
+    assert agents[None]._compiled == {} and agents[COMPILE_AUTO_MIN_UPDATES - 1]._compiled == {}
+    long = agents[COMPILE_AUTO_MIN_UPDATES]
+    assert set(long._compiled) == {"critic_losses", "policy_loss"}
+    assert long.execution_report()["compile_update"].startswith("on (auto)")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the update's pieces ran compiled
+
+
+def test_a_run_saved_with_the_old_compile_default_resumes_eager():
+    """compile_update's default was false until 'auto': a run saved with false (or before the key) resumes with
+    false under the same command (the compiled update rounds differently), while a value given explicitly applies."""
+    new = resolve_config({"algo": "flowrl"})
+    assert new.execution.compile_update == "auto"
+    saved = config_to_dict(resolve_config({"algo": "flowrl", "execution": {"compile_update": False}}))
+    assert resume_config(saved, new).execution.compile_update is False
+    before_key = {**saved, "execution": {k: v for k, v in saved["execution"].items() if k != "compile_update"}}
+    assert resume_config(before_key, new).execution.compile_update is False
+    explicit = resolve_config({"algo": "flowrl", "execution": {"compile_update": True}})
+    assert resume_config(saved, explicit).execution.compile_update is True
+    auto_saved = config_to_dict(new)
+    assert resume_config(auto_saved, new).execution.compile_update == "auto"

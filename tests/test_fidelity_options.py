@@ -20,7 +20,7 @@ from conftest import TINY_RUN
 from flowrl.agents.base import EnvSpec
 from flowrl.agents.flowrl import FlowRL, FlowRLConfig
 from flowrl.cli import main as cli_main
-from flowrl.config import LEGACY_VALUES, resolve_config, resume_config, with_current_defaults
+from flowrl.config import LEGACY_VALUES, config_to_dict, resolve_config, resume_config, with_current_defaults
 from flowrl.envs.common import success_value
 from flowrl.execution import Execution
 from flowrl.replay import ReplayBuffer
@@ -113,7 +113,7 @@ def test_a_config_saved_before_the_new_keys_is_read_with_the_old_behaviour():
     assert resumed.replay_split == "round" and resumed.execution.act_precision == "amp"
     assert (cfg.replay_split, cfg.execution.act_precision) == ("official", "tf32")  # the command's config is untouched
     # A saved config that has the keys, or a command that chose another value, keeps its own.
-    assert resume_config(with_current_defaults({"algo": "flowrl"}), cfg) is cfg
+    assert resume_config(config_to_dict(cfg), cfg) is cfg
     chosen = resolve_config({"algo": "flowrl", "execution": {"act_precision": "float32"}})
     assert resume_config(saved, chosen).execution.act_precision == "float32"
     sac = resolve_config({"algo": "sac"})  # an agent without the key: only the run key is filled

@@ -261,7 +261,10 @@ def test_a_run_records_the_fallback_in_its_manifest_and_trains_as_eager(tmp_path
     assert faulty["cuda_graphs"].startswith("off: graphed and eager FlowRL update differ by")
     assert faulty["graph_check"]["phases"]["policy"]["max_abs_state_diff"] == pytest.approx(1e-2, rel=1e-3)
     plain = json.loads((tmp_path / "plain" / "manifest.json").read_text())["sessions"][-1]["execution"]
-    assert cpu_report(plain) == {"cuda_graphs": "off: not on CUDA (device cpu)"}
+    assert cpu_report(plain) == {  # compile_update=auto decided by the run's 260 - 150 planned updates
+        "cuda_graphs": "off: not on CUDA (device cpu)",
+        "compile_update": "off (auto): 110 updates planned, fewer than 20000, so compiling would not pay",
+    }
 
     def rows(run):
         with open(tmp_path / run / "train.csv") as f:

@@ -20,6 +20,8 @@ optimiser and no gradients), builds them in `__init__` and then calls `self.fini
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import ClassVar
 
 import torch
@@ -29,7 +31,7 @@ from flowrl import cpu_kernels
 from flowrl.agents.base import Agent, Batch, BatchedAgent, EnvSpec, stack_states, unstack_state
 from flowrl.cuda_graphs import GraphedStep, graph_ready_adam, keep_optimizer_settings, tolerance, training_state
 from flowrl.ensemble import member_generators, set_cpu_matmul
-from flowrl.execution import Execution
+from flowrl.execution import Execution, decide_compile
 
 PER_MEMBER = ("generators", "eval_generators")  # state entries holding one item per member
 # Compiled variants of one loss function per process: one per agent and phase layout (its networks are guarded), for
@@ -67,6 +69,11 @@ class EnsembleAgent(Agent, BatchedAgent):
         self.n, self.execution = n_seeds, execution or Execution()
         self._graphs: GraphedStep | None = None
         self._compiled: dict = {}  # loss methods under torch.compile (execution.compile_update), made at first use
+        # The run's planned updates (flowrl.execution.planned_updates), set by the training loop: what
+        # compile_update=auto decides by; None (agents built elsewhere) leaves auto eager
+        self.planned_updates: int | None = None
+        self._compile_decision: tuple[bool, str | None] | None = None  # made at the first compiled() call
+        self._compile_checked: set[str] = set()  # loss methods whose first compiled call succeeded (auto)
 
     def finish_init(self, lr: float) -> None:
         """After the networks are built: move them to the device, pick the CPU matmul kernel, make one Adam per
@@ -126,12 +133,43 @@ class EnsembleAgent(Agent, BatchedAgent):
         forward passes and losses compile (with their backward, which autograd then runs as compiled code);
         `backward()` calls and optimiser steps stay eager between them: compiling the whole update measured slower,
         as each of those breaks its graph (docs/speed.md, "execution.compile_update"). load_state_dict copies into
-        the same tensors, so the compiled code stays valid across rollbacks and resumes."""
-        if not self.execution.compile_update or self._graphs is not None:
+        the same tensors, so the compiled code stays valid across rollbacks and resumes.
+
+        compile_update=auto decides at the first call (`decide_compile`: on CPUs, for runs of enough planned
+        updates), and where a method's first compiled call fails (no working compiler, an inductor error) it warns
+        and runs eager from then on, recording why; compile_update=true lets such errors through."""
+        if self._graphs is not None or not self._compiles():
             return getattr(self, name)
         if name not in self._compiled:
             self._compiled[name] = compile_fn(getattr(self, name))
-        return self._compiled[name]
+        if self.execution.compile_update is True or name in self._compile_checked:
+            return self._compiled[name]
+        return functools.partial(self._first_compiled_call, name)
+
+    def _compiles(self) -> bool:
+        if self._compile_decision is None:
+            self._compile_decision = decide_compile(self.execution.compile_update, self.device, self.planned_updates)
+        return self._compile_decision[0]
+
+    def _first_compiled_call(self, name: str, *args):
+        """The first call of a loss method compiled under compile_update=auto: eager instead if compiling fails. The
+        loss methods only read state (no optimiser step, no random draw inside), so the eager call after a failed
+        compiled one computes what the compiled one would have."""
+        try:
+            out = self._compiled[name](*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure; the eager call below raises real bugs
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            warnings.warn(
+                f"{self.update_name}: compile_update=auto could not compile {name} ({reason}); continuing eager "
+                "(set execution.compile_update=false to skip the attempt)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._compile_decision = (False, f"off (auto): compiling {name} failed, so the update runs eager: {reason}")
+            self._compiled.clear()
+            return getattr(self, name)(*args)
+        self._compile_checked.add(name)
+        return out
 
     def graphed_updates(self, capture=None) -> GraphedStep:
         """The update as CUDA graphs, one per phase, each checked against the eager update before use
@@ -151,15 +189,13 @@ class EnsembleAgent(Agent, BatchedAgent):
         """How the updates ran (the run's manifest records it): the graphs' report, or why there are none."""
         if self._graphs is not None:
             report = self._graphs.report()
-            if self.execution.compile_update:
+            if self.execution.compile_update is True:
                 report["compile_update"] = "off: the update is replayed as CUDA graphs (eager where a graph fell back)"
             return report
         why = "execution.cuda_graphs=false" if not self.execution.cuda_graphs else f"not on CUDA (device {self.device})"
         report = {"cuda_graphs": f"off: {why}"}
-        if self.execution.compile_update:
-            report["compile_update"] = (
-                "on: torch.compile (inductor) of the update's losses (products as inductor picks)"
-            )
+        if self._compile_decision is not None and self._compile_decision[1] is not None:
+            report["compile_update"] = self._compile_decision[1]  # decided at the first update that calls compiled()
         if self.device.type == "cpu":
             report["cpu_matmul"] = self.cpu_matmul_report()
         return report
