@@ -303,8 +303,9 @@ LEGACY_VALUES: dict[str, Any] = {
 }
 # Keys whose default changed after runs had saved the old one: a run saved with the old default resumes with it
 # where the command holds the new default, as one saved without the key does (LEGACY_VALUES), so the same command
-# resumes it as it trained (a compiled update rounds differently from the eager one); another value given explicitly
-# applies.
+# resumes it as it trained (a compiled update rounds differently from the eager one). Another value given explicitly
+# applies, except the new default itself, which a command cannot tell apart from no value (compile_update=true
+# compiles such a run).
 OLD_DEFAULTS: dict[str, Any] = {"execution.compile_update": False}
 
 

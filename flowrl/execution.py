@@ -36,14 +36,14 @@ def planned_updates(steps: int, start_steps: int, updates_per_step: int) -> int:
 
 
 def cxx_compiler() -> str | None:
-    """The C++ compiler inductor's CPU backend would call ($CXX, else c++/g++/clang++ on PATH), or None."""
-    import os
+    """The C++ compiler inductor's CPU backend calls (its `cpp.cxx` setting: $CXX, else g++, clang++ on macOS) where
+    it is on PATH, else None."""
     import shutil
 
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
+    from torch._inductor import config as inductor_config
+
+    name = next((c for c in inductor_config.cpp.cxx if c), None)
+    return name if name and shutil.which(name) else None
 
 
 def decide_compile(setting, device: torch.device, updates: int | None) -> tuple[bool, str | None]:
@@ -87,10 +87,11 @@ class Execution:
     # (flowrl/cpu_kernels.py, docs/speed.md)
     cpu_matmul: Literal["auto", "onednn", "aten"] = "auto"
     # torch.compile (inductor) of the update's losses where it is not replayed as CUDA graphs: fewer, fused kernels,
-    # which pays on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first updates
-    # of each phase compile (each session and after each rollback); the same function up to the rounding of its
-    # precision (float32; under bf16 autocast fused intermediates may stay float32). "auto": on CPUs for runs of at
-    # least COMPILE_AUTO_MIN_UPDATES updates (where the seconds of compilation pay), off otherwise (`decide_compile`)
+    # which pays on CPUs where updates are overhead-bound (small networks; measured in docs/speed.md). The first
+    # updates of each phase compile, once per session (rollbacks load into the same tensors); the same function up to
+    # the rounding of its precision (float32; under bf16 autocast fused intermediates may stay float32). "auto": on
+    # CPUs for runs of at least COMPILE_AUTO_MIN_UPDATES updates (where the seconds of compilation pay), off otherwise
+    # (`decide_compile`)
     compile_update: Literal["auto", True, False] = "auto"
 
     def __post_init__(self):

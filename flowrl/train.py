@@ -361,9 +361,9 @@ def train_runs(
         raise
     results = {id(s): s.already_finished() for s in sessions if s.finished_before}
     active = [s for s in sessions if not s.finished_before]
-    groups: dict[tuple[int, str], list[RunSession]] = {}
-    for s in active:  # runs resumed with another agent setting (an old run's LEGACY_VALUES) train apart
-        groups.setdefault((s.step, repr(s.cfg.agent)), []).append(s)
+    groups: dict[tuple[int, str, str], list[RunSession]] = {}
+    for s in active:  # runs resumed with other agent or execution settings (an old run's LEGACY_VALUES) train apart
+        groups.setdefault((s.step, repr(s.cfg.agent), repr(s.cfg.execution)), []).append(s)
     try:
         with StopFlag() as stop:
             for n, key in enumerate(sorted(groups)):

@@ -217,13 +217,39 @@ def _broken_compile(fn):
     return compiled
 
 
-def test_compile_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
-    """Where compiling fails, compile_update=auto warns, records why and trains exactly as the eager update does;
-    compile_update=true lets the error through."""
+def _backward_breaking_compile(fn):
+    """torch.compile whose forward compiles and whose backward compiler fails (AOTAutograd compiles a backward at
+    its first backward() unless told otherwise)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def forward_compiler(gm, example_inputs):
+        return make_boxed_func(gm.forward)
+
+    def backward_compiler(gm, example_inputs):
+        raise RuntimeError("backward compile failed (a stand-in)")
+
+    return torch.compile(fn, backend=aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler))
+
+
+@pytest.mark.parametrize(
+    "compiler, why",
+    [
+        (_broken_compile, "RuntimeError: InductorError: C++ compile error (a stand-in for a broken toolchain)"),
+        (_backward_breaking_compile, "RuntimeError: backward compile failed (a stand-in)"),
+    ],
+    ids=["forward", "backward"],
+)
+def test_compile_auto_falls_back_to_eager_when_compiling_fails(monkeypatch, compiler, why):
+    """Where compiling fails (the forward or the backward), compile_update=auto warns, records why and trains exactly
+    as the eager update does; compile_update=true lets the error through."""
+    import torch._dynamo
+
     from flowrl.agents import ensemble_agent
     from tests.conftest import SPEC, make_batch
 
-    monkeypatch.setattr(ensemble_agent, "compile_fn", _broken_compile)
+    torch._dynamo.reset()
+    monkeypatch.setattr(ensemble_agent, "compile_fn", compiler)
     agents = []
     for setting in ("auto", False, True):
         torch.manual_seed(0)
@@ -239,11 +265,11 @@ def test_compile_auto_falls_back_to_eager_when_compiling_fails(monkeypatch):
     for name, t in auto.state_dict()["critic"].items():
         assert torch.equal(t, eager.state_dict()["critic"][name]), name
     assert auto.execution_report()["compile_update"] == (
-        "off (auto): compiling critic_losses failed, so the update runs eager: RuntimeError: InductorError: C++ "
-        "compile error (a stand-in for a broken toolchain)"
+        f"off (auto): compiling critic_losses failed, so the update runs eager: {why}"
     )
     assert "compile_update" not in eager.execution_report()  # false: nothing to record
-    with pytest.raises(RuntimeError, match="a stand-in for a broken toolchain"):
+    assert strict.execution_report()["compile_update"].startswith("on: torch.compile")  # said before any update
+    with pytest.raises(Exception, match="a stand-in"):
         strict.update(make_batch(32, seed=0), 0)
 
 

@@ -131,9 +131,9 @@ def test_report_tables_statistics_and_figure(tmp_path):
 @pytest.mark.subprocess
 def test_report_keeps_tasks_whose_runs_are_gone(tmp_path):
     out = tmp_path / "out"
-    for seed, end in enumerate([810, 820, 830]):
-        _run_dir(tmp_path / "a", "cartpole-swingup", "ours", seed, [100, end])
-        _run_dir(tmp_path / "a", "cartpole-swingup", "official", seed, [90, end - 20])
+    for seed, end in enumerate([810, 820, 830]):  # full-precision returns, as the runs write them
+        _run_dir(tmp_path / "a", "cartpole-swingup", "ours", seed, [100 / 3, end + 1 / 7])
+        _run_dir(tmp_path / "a", "cartpole-swingup", "official", seed, [90 + 2 / 3, end - 20 + 3**0.5])
     assert _report("--runs", str(tmp_path / "a"), "--out", str(out)).returncode == 0
     first_curves = (out / "cartpole-swingup.csv").read_text()
     first_row = pd.read_csv(out / "summary.csv").iloc[0]
@@ -141,9 +141,13 @@ def test_report_keeps_tasks_whose_runs_are_gone(tmp_path):
     for seed, end in enumerate([600, 650]):
         _run_dir(tmp_path / "b", "walker-stand", "ours", seed, [200, 400, end])
         _run_dir(tmp_path / "b", "walker-stand", "official", seed, [210, 380, end + 10])
+    _run_dir(tmp_path / "b", "cartpole-swingup", "ours", 7, [50], done=False)  # unfinished: cartpole is still kept
     proc = _report("--runs", str(tmp_path / "b"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert f"kept from {out}: cartpole-swingup" in proc.stdout
+    assert _report("--runs", str(tmp_path / "b"), "--out", str(out)).returncode == 0  # again: nothing piles up
+    left_out = json.loads((out / "report.json").read_text())["left_out"]
+    assert len(left_out) == 1 and "cartpole-swingup/ours/seed7 (no DONE: unfinished)" in left_out[0]
+    assert f"kept from {out}: cartpole-swingup (no finished run of it under" in proc.stdout
     summary = pd.read_csv(out / "summary.csv").set_index("task")
     assert list(summary.index) == ["cartpole-swingup", "walker-stand"]
     kept = summary.loc["cartpole-swingup"]
@@ -159,6 +163,12 @@ def test_report_keeps_tasks_whose_runs_are_gone(tmp_path):
         [f"walker-stand/{s}/seed{k}" for s in ("ours", "official") for k in (0, 1)]
         + [f"cartpole-swingup/{s}/seed{k}" for s in ("ours", "official") for k in (0, 1, 2)]
     )
+    # A damaged report.json (the kept task's provenance) is refused, not silently dropped
+    report_json = (out / "report.json").read_text()
+    (out / "report.json").write_text(report_json[:40])
+    proc = _report("--runs", str(tmp_path / "b"), "--out", str(out))
+    assert proc.returncode != 0 and "report.json" in proc.stderr and "restore it from git" in proc.stderr
+    (out / "report.json").write_text(report_json)
     # Deleting a task's curve table drops it from the next report
     (out / "cartpole-swingup.csv").unlink()
     assert _report("--runs", str(tmp_path / "b"), "--out", str(out)).returncode == 0

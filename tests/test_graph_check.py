@@ -205,9 +205,13 @@ def cpu_report(report: dict) -> dict:
 
 
 def test_reports_without_graphs():
-    assert cpu_report(make_agent().execution_report()) == {"cuda_graphs": "off: not on CUDA (device cpu)"}
+    unknown = "off (auto): the run's length is unknown here (set compile_update=true to compile)"
+    assert cpu_report(make_agent().execution_report()) == {
+        "cuda_graphs": "off: not on CUDA (device cpu)",
+        "compile_update": unknown,
+    }
     off = make_agent(cuda_graphs=False).execution_report()
-    assert cpu_report(off) == {"cuda_graphs": "off: execution.cuda_graphs=false"}
+    assert cpu_report(off) == {"cuda_graphs": "off: execution.cuda_graphs=false", "compile_update": unknown}
     pending = make_agent().graphed_updates().report()
     assert pending["cuda_graphs"].startswith("pending:") and pending["graph_check"]["phases"] == {}
 

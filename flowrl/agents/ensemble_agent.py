@@ -50,6 +50,14 @@ def compile_fn(fn):
     return torch.compile(fn)
 
 
+def _root_cause(exc: BaseException) -> str:
+    """'Type: first line' of the error under the wrappers (dynamo wraps a backend's error in BackendCompilerFailed)."""
+    while (inner := getattr(exc, "inner_exception", None) or exc.__cause__) is not None and inner is not exc:
+        exc = inner
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 class EnsembleAgent(Agent, BatchedAgent):
     networks: ClassVar[tuple[str, ...]]  # attribute names of the networks, each of n members
     targets: ClassVar[tuple[str, ...]] = ()  # those among them that only follow others (no optimiser, no gradients)
@@ -155,10 +163,15 @@ class EnsembleAgent(Agent, BatchedAgent):
         """The first call of a loss method compiled under compile_update=auto: eager instead if compiling fails. The
         loss methods only read state (no optimiser step, no random draw inside), so the eager call after a failed
         compiled one computes what the compiled one would have."""
+        # AOTAutograd compiles a backward at its first backward() by default, outside this guard: have it compile
+        # both here, so that a failure of either falls back
+        from torch._functorch import config as functorch_config
+
         try:
-            out = self._compiled[name](*args)
+            with functorch_config.patch(force_non_lazy_backward_lowering=True):
+                out = self._compiled[name](*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure; the eager call below raises real bugs
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            reason = _root_cause(exc)
             warnings.warn(
                 f"{self.update_name}: compile_update=auto could not compile {name} ({reason}); continuing eager "
                 "(set execution.compile_update=false to skip the attempt)",
@@ -194,8 +207,13 @@ class EnsembleAgent(Agent, BatchedAgent):
             return report
         why = "execution.cuda_graphs=false" if not self.execution.cuda_graphs else f"not on CUDA (device {self.device})"
         report = {"cuda_graphs": f"off: {why}"}
-        if self._compile_decision is not None and self._compile_decision[1] is not None:
-            report["compile_update"] = self._compile_decision[1]  # decided at the first update that calls compiled()
+        # decided at the first update that calls compiled(); before it, what it will decide (not cached: an agent
+        # that never calls compiled(), or a session that ends before its first update, decides nothing)
+        decision = self._compile_decision or decide_compile(
+            self.execution.compile_update, self.device, self.planned_updates
+        )
+        if decision[1] is not None:
+            report["compile_update"] = decision[1]
         if self.device.type == "cpu":
             report["cpu_matmul"] = self.cpu_matmul_report()
         return report
