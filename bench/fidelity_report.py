@@ -14,7 +14,7 @@ finished runs (a DONE marker) are used; unfinished ones are listed and left out.
   curves.png     per task: each run thin, the mean of each side thick, the official min-max envelope shaded
   report.json    the margin, the runs left out, and which code trained each run (commits, file digests)
 
-A task already reported in --out (a row of its summary.csv with its <task>.csv) whose runs are not under RUNS
+A task already reported in --out (a row of its summary.csv with its <task>.csv) with no finished run under RUNS
 is kept: its evaluations are read back from <task>.csv, its provenance from the old report.json, and it is
 summarised again with the new ones, so adding a task never drops one whose run directories are gone. A task under
 RUNS replaces its old rows. To drop a task, delete its <task>.csv.
@@ -96,6 +96,12 @@ def load_runs(runs: Path) -> tuple[pd.DataFrame, list[str]]:
     return out, skipped
 
 
+def _left_out_task(entry: str) -> str | None:
+    """The task of a left-out entry, '<runs>/<task>/<side>/seed<k> (why)'."""
+    parts = Path(entry.split(" (", 1)[0]).parts
+    return parts[-3] if len(parts) >= 3 else None
+
+
 def previous_tasks(out: Path, fresh: set[str]) -> tuple[pd.DataFrame, list[dict], list[str]]:
     """The tasks an earlier report in `out` holds and `fresh` (the tasks under --runs) does not: their evaluations
     (from <task>.csv), their runs' provenance and left-out runs (from report.json)."""
@@ -108,7 +114,7 @@ def previous_tasks(out: Path, fresh: set[str]) -> tuple[pd.DataFrame, list[dict]
         path = out / f"{task}.csv"
         if not path.is_file():
             continue  # deleted by the user: the task is dropped
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, float_precision="round_trip")  # the values as written, to the last digit
         missing = [c for c in CURVE_COLUMNS if c not in df.columns]
         if missing or set(df["task"].astype(str)) != {task}:
             raise SystemExit(
@@ -117,12 +123,19 @@ def previous_tasks(out: Path, fresh: set[str]) -> tuple[pd.DataFrame, list[dict]
             )
         frames.append(df[CURVE_COLUMNS])
     kept = sorted({str(t) for f in frames for t in f["task"]})
-    try:
-        meta = json.loads((out / "report.json").read_text())
-    except (OSError, ValueError):
-        meta = {}
+    meta = {}
+    if kept:
+        try:
+            meta = json.loads((out / "report.json").read_text())
+        except FileNotFoundError:
+            print(f"warning: {out}/report.json is missing: the kept tasks {kept} are reported without provenance")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(
+                f"error: {out}/report.json: {exc}; it holds the provenance of the kept tasks {kept}: restore it from "
+                "git, or delete it to report them without provenance"
+            ) from None
     sources = [r for r in meta.get("runs", []) if str(r.get("run", "")).split("/")[0] in kept]
-    left_out = [e for e in meta.get("left_out", []) if any(f"{t}/" in e for t in kept)]
+    left_out = [e for e in meta.get("left_out", []) if _left_out_task(e) in kept]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
     return df, sources, left_out
 
@@ -249,12 +262,12 @@ def main(argv=None) -> int:
         )
     for task in sorted(set(kept["task"])):
         print(
-            f"kept from {args.out}: {task} (its runs are not under {args.runs}; "
+            f"kept from {args.out}: {task} (no finished run of it under {args.runs}; "
             f"delete {args.out}/{task}.csv to drop it)"
         )
     df = pd.concat([f for f in (fresh, kept) if not f.empty], ignore_index=True)
     df.attrs = {"provenance": fresh.attrs.get("provenance", []) + kept_sources}
-    skipped = skipped + kept_left_out
+    skipped = list(dict.fromkeys(skipped + kept_left_out))
     rows = summarise(df, args.margin)
     args.out.mkdir(parents=True, exist_ok=True)
     for task, tdf in df.groupby("task"):
