@@ -301,12 +301,12 @@ LEGACY_VALUES: dict[str, Any] = {
     "execution.act_precision": "amp",  # FlowRL acted and evaluated under its update autocast (bf16 on CUDA)
     "execution.compile_update": False,  # updates ran eager (the default was false until "auto")
 }
-# Keys whose default changed after runs had saved the old one: a run saved with the old default resumes with it
-# where the command holds the new default, as one saved without the key does (LEGACY_VALUES), so the same command
-# resumes it as it trained (a compiled update rounds differently from the eager one). Another value given explicitly
-# applies, except the new default itself, which a command cannot tell apart from no value (compile_update=true
-# compiles such a run).
-OLD_DEFAULTS: dict[str, Any] = {"execution.compile_update": False}
+# LEGACY_VALUES keys whose legacy value was also their saved default until the default changed: a run saved with that
+# value resumes with it where the command holds the new default, as one saved without the key does, so the same
+# command resumes it as it trained (a compiled update rounds differently from the eager one). Another value given
+# explicitly applies, except the new default itself, which a command cannot tell apart from no value
+# (compile_update=true compiles such a run).
+SAVED_LEGACY_DEFAULTS = {"execution.compile_update"}
 
 
 def _section_defaults(algo: Any, section: str) -> dict[str, Any]:
@@ -379,7 +379,7 @@ def resume_config(saved: Any, cfg: RunConfig) -> RunConfig:
             continue
         section, defaults = getattr(cfg, head), _section_defaults(cfg.algo, head)
         saved_section = saved.get(head) or {}
-        old_default = rest in saved_section and key in OLD_DEFAULTS and saved_section[rest] is OLD_DEFAULTS[key]
+        old_default = key in SAVED_LEGACY_DEFAULTS and rest in saved_section and saved_section[rest] is value
         if (
             rest in defaults
             and dataclasses.is_dataclass(section)
